@@ -1,0 +1,383 @@
+"""``fewshot`` / ``python -m fewshot``: train, evaluate, predict, info, download.
+
+User errors (bad paths, impossible task shapes, broken files) print one ``error:`` line and exit
+with status 2; they never print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import __version__
+from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
+from .config import TaskConfig, TrainConfig
+from .datasets import FolderDataset, TensorDataset, list_image_files
+from .methods import METHODS, FewShotClassifier, build_model
+from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
+from .tasks import TaskSampler
+from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train
+from .transforms import ImageError, preprocess_image
+
+__all__ = ["main", "build_parser"]
+
+
+class UserError(Exception):
+    """Reported as one line on stderr, exit status 2."""
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return n
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=("omniglot", "folder"), default="omniglot")
+    p.add_argument("--protocol", choices=("vinyals", "lake"), default="vinyals",
+                   help="omniglot split protocol (ignored for --dataset folder)")
+    p.add_argument("--data-dir", help="omniglot: folder with images_background.zip/images_evaluation.zip "
+                   "(default $FEWSHOT_DATA_DIR, then the cache folder); folder: a folder of class subfolders")
+    p.add_argument("--n-way", type=_positive, default=5)
+    p.add_argument("--n-shot", type=_positive, default=1)
+    p.add_argument("--n-query", type=_positive, default=15)
+    p.add_argument("--episodes", type=_non_negative, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fewshot", description="Few-shot learning on Omniglot or your own images.")
+    parser.add_argument("--version", action="version", version=f"fewshot {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="meta-train (or pre-train) a model and write a checkpoint")
+    t.add_argument("--method", choices=tuple(METHODS), required=True)
+    _add_data_args(t)
+    t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    t.add_argument("--meta-batch-size", type=_positive, default=1)
+    t.add_argument("--meta-lr", type=float, default=1e-3)
+    t.add_argument("--lr-schedule", choices=("constant", "cosine", "step"), default="constant")
+    t.add_argument("--grad-clip", type=float, default=None)
+    t.add_argument("--train-split", choices=("train", "trainval"), default="train")
+    t.add_argument("--image-size", type=_positive, default=28)
+    t.add_argument("--hidden", type=_positive, default=64, help="Conv-4 filters per layer")
+    t.add_argument("--no-rotations", action="store_true", help="lake protocol: no x4 rotation classes")
+    t.add_argument("--inner-steps", type=_non_negative, default=None, help="MAML inner steps in training (default 1)")
+    t.add_argument("--inner-lr", type=float, default=None, help="MAML inner learning rate (default 0.4)")
+    t.add_argument("--inner-steps-test", type=_non_negative, default=None)
+    t.add_argument("--inner-lr-test", type=float, default=None)
+    t.add_argument("--batch-norm", choices=("transductive", "support"), default=None, help="MAML BatchNorm mode")
+    t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
+    t.add_argument("--fce", action="store_true", help="Matching Networks: full-context embeddings")
+    t.add_argument("--aggregate", choices=("max", "mean"), default=None, help="Siamese: per-class score")
+    t.add_argument("--finetune-steps", type=_non_negative, default=None)
+    t.add_argument("--finetune-backbone", action="store_true")
+    t.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
+    t.add_argument("--val-episodes", type=_positive, default=200)
+    t.add_argument("--checkpoint-every", type=_positive, default=500)
+    t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="accuracy ± 95%% CI on the test split of a protocol (or a folder)")
+    e.add_argument("--checkpoint", required=True)
+    _add_data_args(e)
+    e.add_argument("--split", choices=("test", "val", "train", "trainval"), default="test")
+    e.add_argument("--inner-steps", type=_non_negative, default=None, help="MAML: inner steps at test time")
+    e.add_argument("--inner-lr", type=float, default=None, help="MAML: inner learning rate at test time")
+    e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(episodes=1000)
+
+    p = sub.add_parser("predict", help="classify query images given a folder of labelled support images")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--support", required=True, help="folder of class subfolders")
+    p.add_argument("--query", required=True, nargs="+", help="image files or folders of images")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+    i = sub.add_parser("info", help="show a checkpoint's metadata")
+    i.add_argument("--checkpoint", required=True)
+    i.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("download", help="download the official Omniglot zips (needs internet)")
+    d.add_argument("--data-dir", default=None)
+    return parser
+
+
+def _load_dataset(args: argparse.Namespace, split: str, *, image_size: int, rotations: bool | None,
+                  center: bool = True) -> TensorDataset:
+    if args.dataset == "folder":
+        if not args.data_dir:
+            raise UserError("--dataset folder needs --data-dir pointing at a folder of class subfolders")
+        return FolderDataset(args.data_dir, image_size, center=center)
+    return load_omniglot(args.protocol, split, data_dir=args.data_dir, image_size=image_size, rotations=rotations)
+
+
+def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[str, Any]:
+    kw: dict[str, Any] = {"hidden": args.hidden}
+    m = args.method
+    if m in ("maml", "fomaml"):
+        kw["n_way"] = args.n_way
+        for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm"):
+            if getattr(args, name) is not None:
+                kw[name] = getattr(args, name)
+    elif m == "mann":
+        kw["n_way"] = args.n_way
+    elif m == "protonet" and args.distance:
+        kw["distance"] = args.distance
+    elif m == "matching":
+        kw["fce"] = args.fce
+    elif m == "siamese" and args.aggregate:
+        kw["aggregate"] = args.aggregate
+    elif m == "finetune":
+        kw["n_classes"] = len(train_set.class_names)
+        kw["finetune_backbone"] = args.finetune_backbone
+        if args.finetune_steps is not None:
+            kw["finetune_steps"] = args.finetune_steps
+    kw["feature_dim"] = args.hidden * (args.image_size // 16) ** 2
+    if m == "protonet":
+        kw.pop("feature_dim")
+    return kw
+
+
+def _check_shape(model: FewShotClassifier, n_way: int, what: str) -> None:
+    fixed = getattr(model, "n_way", None)
+    if fixed is not None and n_way > fixed:
+        raise UserError(f"this {what} model has a {fixed}-way output head and cannot answer {n_way}-way tasks; "
+                        f"use --n-way {fixed} or less, or train a {n_way}-way model")
+
+
+def _progress(args: argparse.Namespace, total: int, initial: int):
+    if args.quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    out = Path(args.out)
+    rotations = False if args.no_rotations else None
+    train_set = _load_dataset(args, args.train_split, image_size=args.image_size, rotations=rotations)
+    val_set = None
+    if args.val_every and args.dataset == "omniglot" and args.train_split == "train":
+        val_set = load_omniglot(args.protocol, "val", data_dir=args.data_dir, image_size=args.image_size,
+                                rotations=rotations)
+    task = TaskConfig(args.n_way, args.n_shot, args.n_query)
+    config = TrainConfig(episodes=args.episodes, meta_batch_size=args.meta_batch_size, meta_lr=args.meta_lr,
+                         lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, eval_every=args.val_every,
+                         eval_tasks=args.val_episodes, checkpoint_every=args.checkpoint_every, seed=args.seed)
+    state: TrainState | None = None
+    if args.resume:
+        if not out.exists():
+            raise UserError(f"--resume: {out} does not exist; run without --resume to start a new run")
+        model, info = load_checkpoint(out, device, expect_method=args.method)
+        if info.train_state is None:
+            raise UserError(f"--resume: {out} holds no training state (it is a final export); start a new run")
+        state = info.train_state
+        metadata = dict(info.metadata)
+        metadata.setdefault("resumed_with", []).append(command_line())
+    else:
+        model = build_model(args.method, **_method_kwargs(args, train_set)).to(device)
+        metadata = {"command": command_line()}
+    metadata.update({
+        "protocol": args.protocol if args.dataset == "omniglot" else None, "dataset": args.dataset,
+        "data_dir": str(args.data_dir) if args.dataset == "folder" else None,
+        "train_split": args.train_split, "rotations": args.dataset == "omniglot" and not args.no_rotations,
+        "image_size": args.image_size, "in_channels": 1, "preprocess": {"center": args.dataset == "folder"},
+        "n_way": args.n_way, "n_shot": args.n_shot, "n_query": args.n_query,
+        "task_config": asdict(task), "train_config": asdict(config),
+        "class_names": train_set.class_names if args.dataset == "folder" else None,
+    })
+    _check_shape(model, args.n_way, args.method)
+    # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
+    train_set.to(device)
+    sampler = TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed)
+    validate = None
+    if val_set is not None:
+        val_set.to(device)
+        val_way = min(args.n_way, len(val_set.class_names))
+
+        def validate(m: FewShotClassifier) -> EvalResult:
+            s = TaskSampler(val_set, val_way, args.n_shot, args.n_query, seed=12345)  # same val tasks every time
+            return evaluate(m, (s.sample_task() for _ in range(args.val_episodes)))
+
+    bar = _progress(args, args.episodes, state.step if state else 0)
+    last_val: list[str] = []
+
+    def on_step(log: StepLog) -> None:
+        if log.val_accuracy is not None:
+            last_val[:] = [f"{100 * log.val_accuracy:.2f}±{100 * log.val_ci95:.2f}"]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{log.loss:.3f}", acc=f"{log.accuracy:.3f}", **({"val": last_val[0]} if last_val else {}))
+
+    def on_checkpoint(ts: TrainState) -> None:
+        vals = [h for h in ts.history if "val_accuracy" in h]
+        if vals:
+            metadata["val_accuracy"], metadata["val_ci95"] = vals[-1]["val_accuracy"], vals[-1]["val_ci95"]
+        metadata["steps_done"] = ts.step
+        save_checkpoint(out, model, method=args.method, metadata=metadata, train_state=ts)
+
+    try:
+        result = train(model, sampler, config, on_step=on_step, validate=validate, on_checkpoint=on_checkpoint,
+                       state=state, max_seconds=args.max_seconds)
+    finally:
+        if bar is not None:
+            bar.close()
+    msg = f"saved {out} after {result.steps} steps ({result.seconds:.0f} s)"
+    if result.stopped_early:
+        msg += f"; stopped by --max-seconds before step {args.episodes} (run again with --resume to continue)"
+    if "val_accuracy" in metadata:
+        msg += f"; validation accuracy {100 * metadata['val_accuracy']:.2f}% ± {100 * metadata['val_ci95']:.2f}"
+    print(msg, file=sys.stderr)
+    return 0
+
+
+def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> None:
+    if getattr(args, "inner_steps", None) is not None:
+        if not hasattr(model, "inner_steps_test"):
+            raise UserError("--inner-steps applies to maml/fomaml checkpoints only")
+        model.inner_steps_test = args.inner_steps  # type: ignore[attr-defined]
+    if getattr(args, "inner_lr", None) is not None:
+        if not hasattr(model, "inner_lr_test"):
+            raise UserError("--inner-lr applies to maml/fomaml checkpoints only")
+        model.inner_lr_test = args.inner_lr  # type: ignore[attr-defined]
+    if getattr(args, "batch_norm", None) is not None:
+        if not hasattr(model, "batch_norm"):
+            raise UserError("--batch-norm applies to maml/fomaml checkpoints only")
+        model.batch_norm = args.batch_norm  # type: ignore[attr-defined]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model, info = load_checkpoint(args.checkpoint, device)
+    meta = info.metadata
+    _configure_for_eval(model, args)
+    _check_shape(model, args.n_way, meta["method"])
+    image_size = int(meta.get("image_size", 28))
+    center = bool(meta.get("preprocess", {}).get("center", True))
+    dataset = _load_dataset(args, args.split, image_size=image_size, rotations=None, center=center).to(device)
+    sampler = TaskSampler(dataset, args.n_way, args.n_shot, args.n_query, seed=args.seed)
+    result = evaluate(model, (sampler.sample_task() for _ in range(args.episodes)))
+    report = {"accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes, "n_way": args.n_way,
+              "n_shot": args.n_shot, "n_query": args.n_query, "method": meta["method"],
+              "protocol": args.protocol if args.dataset == "omniglot" else None, "dataset": args.dataset,
+              "split": args.split if args.dataset == "omniglot" else None, "seed": args.seed,
+              "checkpoint": str(args.checkpoint), "trained_protocol": meta.get("protocol")}
+    for name in ("inner_steps_test", "inner_lr_test", "batch_norm"):
+        if hasattr(model, name):
+            report[name] = getattr(model, name)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        where = f"{args.protocol}/{args.split}" if args.dataset == "omniglot" else args.data_dir
+        print(f"{meta['method']} on {where}: {args.n_way}-way {args.n_shot}-shot accuracy "
+              f"{100 * result.accuracy:.2f}% ± {100 * result.ci95:.2f} (95% CI, {result.episodes} episodes)")
+    return 0
+
+
+def _query_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = list_image_files(path)
+            if not found:
+                raise UserError(f"query folder {path} contains no image files")
+            files += found
+        elif path.exists():
+            files.append(path)
+        else:
+            raise UserError(f"query {path} does not exist")
+    return files
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model, info = load_checkpoint(args.checkpoint, device)
+    meta = info.metadata
+    image_size = int(meta.get("image_size", 28))
+    support = FolderDataset(args.support, image_size, center=True)
+    if len(support.class_names) < 2:
+        raise UserError(f"--support {args.support} has {len(support.class_names)} class with images; "
+                        "few-shot classification needs at least 2 class subfolders")
+    _check_shape(model, len(support.class_names), meta["method"])
+    queries = []
+    files = _query_files(args.query)
+    for f in files:
+        try:
+            queries.append(preprocess_image(f, image_size, center=True))
+        except ImageError as exc:
+            raise UserError(str(exc)) from exc
+    labels = torch.tensor(support.get_labels())
+    model.eval()
+    with torch.no_grad():
+        model.process_support_set(support.get_images(torch.arange(len(support))).to(device), labels.to(device))
+        probabilities = torch.softmax(model(torch.stack(queries).to(device)), dim=1).cpu()
+    predictions = []
+    for f, p in zip(files, probabilities):
+        predictions.append({"query": str(f), "label": support.class_names[int(p.argmax())],
+                            "probabilities": {c: round(float(v), 6) for c, v in zip(support.class_names, p)}})
+    if args.json:
+        print(json.dumps({"predictions": predictions, "method": meta["method"], "skipped": support.skipped}))
+    else:
+        for skipped in support.skipped:
+            print(f"skipped {skipped}", file=sys.stderr)
+        for pred in predictions:
+            print(f"{pred['query']}: {pred['label']} ({100 * pred['probabilities'][pred['label']]:.1f}%)")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .checkpoints import read_checkpoint_info
+
+    meta = read_checkpoint_info(args.checkpoint)
+    public = {k: v for k, v in meta.items() if k not in ("train_state",)}
+    public.setdefault("n_way", public.get("method_kwargs", {}).get("n_way"))
+    if args.json:
+        print(json.dumps(public))
+    else:
+        for key in ("method", "protocol", "dataset", "n_way", "n_shot", "n_query", "image_size", "steps_done",
+                    "val_accuracy", "command", "saved_at"):
+            if key in public:
+                print(f"{key}: {public[key]}")
+        print(f"method_kwargs: {json.dumps(public.get('method_kwargs', {}))}")
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    folder = download_omniglot(args.data_dir)
+    print(f"Omniglot is in {folder}; use --data-dir {folder} or set FEWSHOT_DATA_DIR={folder}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
+                "download": cmd_download}
+    try:
+        return handlers[args.command](args)
+    except (UserError, CheckpointError, DataNotFoundError, ImageError, NonFiniteLossError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last checkpoint written is intact (use --resume to continue)", file=sys.stderr)
+        return 130

@@ -1,0 +1,190 @@
+"""MAML and first-order MAML (Finn, Abbeel & Levine 2017, arXiv:1703.03400), written with torch.func.
+
+Weights are plain dicts and adaptation is a pure function: the model being adapted is never
+modified, so one cached model can serve many users at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ..backbones import conv4
+from .base import FewShotClassifier
+
+__all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_steps"]
+
+Weights = dict[str, Tensor]
+BATCH_NORM_MODES = ("transductive", "support")
+
+
+@dataclass
+class AdaptStep:
+    """State after ``step`` inner steps (step 0 = the meta-learned initialisation).
+
+    ``support_loss``/``support_accuracy`` are measured at ``weights``; ``query_logits`` too when
+    queries were given.
+    """
+
+    step: int
+    weights: Weights
+    support_loss: float
+    support_accuracy: float
+    query_logits: Tensor | None
+
+
+class _Classifier(nn.Module):
+    """Backbone + linear head; ``stats_from`` is passed to the BatchNorm layers."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: Tensor, stats_from: int | None = None) -> Tensor:
+        return self.head(self.backbone(x, stats_from) if stats_from is not None else self.backbone(x))
+
+
+def _support_loss(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor,
+                  labels: Tensor) -> tuple[Tensor, Tensor]:
+    logits = functional_call(net, (weights, buffers), (images,))
+    return F.cross_entropy(logits, labels), logits
+
+
+def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
+          inner_lr: float, inner_steps: int, create_graph: bool) -> Weights:
+    """Run ``inner_steps`` SGD steps on the support loss and return new weights; inputs are not modified.
+
+    Args:
+        net: the module whose structure is used (its own parameters are ignored).
+        weights: name -> tensor; the starting point (meta-parameters or a detached copy).
+        buffers: name -> tensor, passed through (clone them if the module tracks running stats).
+        images, labels: the support set ``(N, C, H, W)``, ``(N,)``.
+        inner_lr: step size.
+        inner_steps: number of steps (0 returns ``weights`` unchanged).
+        create_graph: keep the graph of the gradients (second-order MAML).
+    """
+    for _ in range(inner_steps):
+        loss, _ = _support_loss(net, weights, buffers, images, labels)
+        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
+        weights = {name: w - inner_lr * g for (name, w), g in zip(weights.items(), grads)}
+    return weights
+
+
+def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
+                inner_lr: float, inner_steps: int, query_images: Tensor | None = None,
+                stats_from_support: bool = False) -> Iterator[AdaptStep]:
+    """Observable adaptation: yields an :class:`AdaptStep` for step 0..``inner_steps`` (no graph kept).
+
+    Each step's weights equal those :func:`adapt` would return after that many steps.
+    """
+    weights = {k: v.detach().requires_grad_() for k, v in weights.items()}
+    n_support = images.shape[0]
+    for step in range(inner_steps + 1):
+        with torch.enable_grad():
+            loss, logits = _support_loss(net, weights, buffers, images, labels)
+            grads = torch.autograd.grad(loss, list(weights.values())) if step < inner_steps else None
+        query_logits = None
+        if query_images is not None and query_images.shape[0] > 0:
+            with torch.no_grad():
+                if stats_from_support:
+                    both = torch.cat([images, query_images])
+                    query_logits = functional_call(net, (weights, buffers), (both,), {"stats_from": n_support})[n_support:]
+                else:
+                    query_logits = functional_call(net, (weights, buffers), (query_images,))
+        acc = (logits.argmax(1) == labels).float().mean().item()
+        yield AdaptStep(step, {k: v.detach() for k, v in weights.items()}, loss.item(), acc, query_logits)
+        if grads is not None:
+            weights = {k: (w - inner_lr * g).detach().requires_grad_() for (k, w), g in zip(weights.items(), grads)}
+
+
+class MAML(FewShotClassifier):
+    """Model-Agnostic Meta-Learning (Finn et al. 2017, arXiv:1703.03400); ``first_order=True`` is FOMAML.
+
+    MAML learns an initialisation from which a few gradient steps on a new task's support set give a
+    good classifier. Second-order MAML backpropagates through those inner steps; first-order MAML
+    treats the inner gradients as constants, which is cheaper and usually nearly as good.
+
+    Args:
+        n_way: width of the output head (a 5-way model cannot answer 20-way tasks).
+        inner_lr, inner_steps: inner loop during meta-training.
+        inner_lr_test, inner_steps_test: inner loop at evaluation (default: the training values).
+        first_order: drop second-order terms of the meta-gradient.
+        batch_norm: ``"transductive"`` (the paper: every forward pass normalises with its own batch's
+            statistics, so the query batch is normalised by itself) or ``"support"`` (queries are
+            normalised with the support set's statistics, so each query's answer is independent of
+            the other queries; what the app uses for one drawn query). No running statistics are
+            kept in either mode.
+    """
+
+    def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
+                 inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
+                 first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None):
+        super().__init__()
+        if batch_norm not in BATCH_NORM_MODES:
+            raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
+        if inner_steps < 0 or (inner_steps_test is not None and inner_steps_test < 0):
+            raise ValueError("inner_steps must be >= 0")
+        backbone = conv4(in_channels, hidden, track_running_stats=False)
+        dim = feature_dim if feature_dim is not None else hidden
+        self.net = _Classifier(backbone, nn.Linear(dim, n_way))
+        self.n_way, self.first_order, self.batch_norm = n_way, first_order, batch_norm
+        self.inner_lr, self.inner_steps = inner_lr, inner_steps
+        self.inner_lr_test = inner_lr if inner_lr_test is None else inner_lr_test
+        self.inner_steps_test = inner_steps if inner_steps_test is None else inner_steps_test
+        self.config = {"n_way": n_way, "in_channels": in_channels, "hidden": hidden, "inner_lr": inner_lr,
+                       "inner_steps": inner_steps, "inner_lr_test": self.inner_lr_test,
+                       "inner_steps_test": self.inner_steps_test, "first_order": first_order,
+                       "batch_norm": batch_norm, "feature_dim": dim}
+        self.fast_weights: Weights | None = None
+        self._support_images: Tensor | None = None
+
+    @property
+    def backbone(self) -> nn.Module:  # type: ignore[override]
+        return self.net.backbone
+
+    def meta_weights(self) -> Weights:
+        return dict(self.net.named_parameters())
+
+    def buffers_copy(self) -> dict[str, Tensor]:
+        return {k: v.clone() for k, v in self.net.named_buffers()}
+
+    def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
+        self._task_way = self.check_labels(support_labels, self.n_way)
+        if self.training:
+            weights, create_graph = self.meta_weights(), not self.first_order
+            lr, steps = self.inner_lr, self.inner_steps
+        else:
+            # Evaluation: start from a detached copy, so nothing can reach the meta-parameters.
+            weights = {k: v.detach().requires_grad_() for k, v in self.meta_weights().items()}
+            create_graph, lr, steps = False, self.inner_lr_test, self.inner_steps_test
+        with torch.enable_grad():  # evaluate() runs under no_grad; the inner loop needs gradients
+            fast = adapt(self.net, weights, self.buffers_copy(), support_images, support_labels,
+                         inner_lr=lr, inner_steps=steps, create_graph=create_graph)
+        self.fast_weights = fast if self.training else {k: v.detach() for k, v in fast.items()}
+        self._support_images = support_images
+        self._support_ready = True
+
+    def forward(self, query_images: Tensor) -> Tensor:
+        self._require_support()
+        assert self.fast_weights is not None and self._support_images is not None
+        if self.batch_norm == "support":
+            n = self._support_images.shape[0]
+            both = torch.cat([self._support_images, query_images])
+            logits = functional_call(self.net, (self.fast_weights, self.buffers_copy()), (both,), {"stats_from": n})[n:]
+        else:
+            logits = functional_call(self.net, (self.fast_weights, self.buffers_copy()), (query_images,))
+        return logits[:, : self._task_way]  # a 5-way head answering a 3-way task
+
+    def adaptation(self, support_images: Tensor, support_labels: Tensor, query_images: Tensor | None = None, *,
+                   inner_lr: float | None = None, inner_steps: int | None = None) -> Iterator[AdaptStep]:
+        """Step-by-step view of the inner loop (for the app): see :func:`adapt_steps`."""
+        self.check_labels(support_labels, self.n_way)
+        return adapt_steps(self.net, self.meta_weights(), self.buffers_copy(), support_images, support_labels,
+                           inner_lr=self.inner_lr_test if inner_lr is None else inner_lr,
+                           inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
+                           query_images=query_images, stats_from_support=self.batch_norm == "support")

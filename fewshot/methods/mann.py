@@ -1,0 +1,165 @@
+"""Memory-augmented neural network (Santoro, Bartunov, Botvinick, Wierstra & Lillicrap 2016, arXiv:1605.06065)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..backbones import conv4
+from ..tasks import Task
+from .base import FewShotClassifier
+
+__all__ = ["MANN", "MemoryState"]
+
+
+@dataclass
+class MemoryState:
+    """Everything the MANN carries from one time step to the next, batched over ``B`` sequences."""
+
+    h: Tensor  # (B, H) controller hidden state
+    c: Tensor  # (B, H) controller cell state
+    memory: Tensor  # (B, N, W)
+    reads: Tensor  # (B, R, W) last read vectors
+    read_weights: Tensor  # (B, R, N)
+    usage: Tensor  # (B, N)
+    last_label: Tensor  # (B, n_way) one-hot of the previous step's label (zeros if none)
+
+    def expand(self, batch: int) -> "MemoryState":
+        return MemoryState(*(t.expand(batch, *t.shape[1:]) for t in (
+            self.h, self.c, self.memory, self.reads, self.read_weights, self.usage, self.last_label)))
+
+
+class MANN(FewShotClassifier):
+    """Memory-augmented neural network (Santoro et al. 2016, arXiv:1605.06065).
+
+    An LSTM controller reads from and writes to an external memory with least-recently-used access
+    (LRUA): new information goes to the least used slot or to the slot read last. Trained on
+    sequences where each image is shown together with the *previous* image's label, it learns to
+    bind images to labels in memory and recall them when a class comes back.
+
+    Images are embedded by the Conv-4 backbone (trained end to end) before entering the
+    controller; Santoro et al. fed raw 20x20 pixels. An N-way K-shot task is answered by reading
+    the support set as a sequence and then presenting each query as the next step.
+
+    Args:
+        n_way: label width (tasks may use up to ``n_way`` classes).
+        controller_size: LSTM hidden size. memory_slots, memory_width: memory shape.
+        read_heads: number of read (and write) heads. gamma: usage decay.
+    """
+
+    def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, controller_size: int = 200,
+                 memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4, gamma: float = 0.95,
+                 feature_dim: int | None = None):
+        super().__init__()
+        self.backbone = conv4(in_channels, hidden)
+        dim = feature_dim if feature_dim is not None else hidden
+        self.n_way, self.slots, self.width, self.heads, self.gamma = n_way, memory_slots, memory_width, read_heads, gamma
+        self.controller = nn.LSTMCell(dim + n_way + read_heads * memory_width, controller_size)
+        self.key = nn.Linear(controller_size, read_heads * memory_width)
+        self.gate = nn.Linear(controller_size, read_heads)
+        self.output = nn.Linear(controller_size + read_heads * memory_width, n_way)
+        self.config = {"n_way": n_way, "in_channels": in_channels, "hidden": hidden, "controller_size": controller_size,
+                       "memory_slots": memory_slots, "memory_width": memory_width, "read_heads": read_heads,
+                       "gamma": gamma, "feature_dim": dim}
+        self.state: MemoryState | None = None
+        self.last_read_weights: list[Tensor] = []
+
+    def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MemoryState:
+        z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
+        return MemoryState(z(batch, self.controller.hidden_size), z(batch, self.controller.hidden_size),
+                           torch.full((batch, self.slots, self.width), 1e-6, device=device, dtype=dtype),
+                           z(batch, self.heads, self.width), z(batch, self.heads, self.slots), z(batch, self.slots),
+                           z(batch, self.n_way))
+
+    def step(self, features: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
+        """One time step for ``features (B, D)``: returns logits ``(B, n_way)`` and the new state."""
+        b = features.shape[0]
+        x = torch.cat([features, state.last_label, state.reads.reshape(b, -1)], dim=1)
+        h, c = self.controller(x, (state.h, state.c))
+        keys = self.key(h).view(b, self.heads, self.width)  # (B, R, W); also the written content
+        alpha = torch.sigmoid(self.gate(h)).unsqueeze(-1)  # (B, R, 1)
+        # Least-used slots of the previous step: the `heads` smallest usages get weight 1.
+        least_used = F.one_hot(torch.topk(-state.usage, self.heads, dim=1).indices, self.slots).to(h.dtype)  # (B, R, N)
+        write_weights = alpha * state.read_weights + (1 - alpha) * least_used
+        # Clear the single least used slot before writing (Santoro et al., section 3.2).
+        cleared = 1 - F.one_hot(state.usage.argmin(dim=1), self.slots).to(h.dtype).unsqueeze(-1)  # (B, N, 1)
+        memory = state.memory * cleared + torch.einsum("brn,brw->bnw", write_weights, keys)
+        similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)  # (B, R, N) cosine
+        read_weights = torch.softmax(similarity, dim=-1)
+        reads = read_weights @ memory  # (B, R, W)
+        usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
+        logits = self.output(torch.cat([h, reads.reshape(b, -1)], dim=1))
+        return logits, MemoryState(h, c, memory, reads, read_weights, usage, state.last_label)
+
+    def run_sequence(self, features: Tensor, labels: Tensor) -> tuple[Tensor, MemoryState, list[Tensor]]:
+        """Feed ``features (T, D)`` with ``labels (T,)`` (each label shown at the next step).
+
+        Returns the logits ``(T, n_way)`` predicted at each step (before that step's label is shown),
+        the final state and the read weights of every step.
+        """
+        state = self.initial_state(1, features.device, features.dtype)
+        outputs, reads = [], []
+        for t in range(features.shape[0]):
+            logits, state = self.step(features[t : t + 1], state)
+            state.last_label = F.one_hot(labels[t : t + 1].long(), self.n_way).to(features.dtype)
+            outputs.append(logits)
+            reads.append(state.read_weights[0])
+        return torch.cat(outputs), state, reads
+
+    def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
+        self.check_labels(support_labels, self.n_way)
+        # A fixed shuffle (not class by class) so the sequence looks like the training sequences.
+        order = torch.randperm(len(support_labels), generator=torch.Generator().manual_seed(0)).to(support_labels.device)
+        features = self.backbone(support_images[order]).flatten(1)
+        _, self.state, self.last_read_weights = self.run_sequence(features, support_labels[order])
+        self._task_way = int(support_labels.max()) + 1
+        self._support_ready = True
+
+    def forward(self, query_images: Tensor) -> Tensor:
+        """Each query is presented as the step after the support sequence (independently of the others)."""
+        self._require_support()
+        assert self.state is not None
+        features = self.backbone(query_images).flatten(1)
+        logits, _ = self.step(features, self.state.expand(features.shape[0]))
+        return logits[:, : self._task_way]
+
+    def episode_loss(self, task: Task) -> tuple[Tensor, Tensor]:
+        """Santoro et al.'s objective: predict every image of a shuffled sequence before its label is shown."""
+        self.check_labels(task.support_labels, self.n_way)
+        images = torch.cat([task.support_images, task.query_images])
+        labels = torch.cat([task.support_labels, task.query_labels])
+        order = torch.randperm(len(labels), device=labels.device)
+        logits, _, _ = self.run_sequence(self.backbone(images[order]).flatten(1), labels[order])
+        loss = F.cross_entropy(logits, labels[order])
+        # Logits in the original order; the query rows are what the training loop scores.
+        unshuffled = torch.empty_like(logits)
+        unshuffled[order] = logits
+        return loss, unshuffled[len(task.support_labels):]
+
+    @torch.no_grad()
+    def instance_accuracy(self, task: Task, max_instance: int = 10) -> Tensor:
+        """Santoro et al.'s protocol on one task: accuracy ``(max_instance,)`` at the 1st, 2nd, ... showing of a class.
+
+        The task's support and query images are shuffled into one sequence; entries for instances
+        that never occur are NaN.
+        """
+        images = torch.cat([task.support_images, task.query_images])
+        labels = torch.cat([task.support_labels, task.query_labels])
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(len(labels))).to(labels.device)
+        labels = labels[order]
+        logits, _, _ = self.run_sequence(self.backbone(images[order]).flatten(1), labels)
+        correct = (logits.argmax(1) == labels).float()
+        seen = torch.zeros(self.n_way, dtype=torch.long)
+        instance = torch.empty_like(labels)
+        for t, y in enumerate(labels.tolist()):
+            instance[t] = seen[y]
+            seen[y] += 1
+        out = torch.full((max_instance,), float("nan"))
+        for i in range(max_instance):
+            mask = instance == i
+            if mask.any():
+                out[i] = correct[mask].mean()
+        return out

@@ -1,0 +1,155 @@
+"""The one image transform shared by training, evaluation, ``predict`` and the app.
+
+Every image reaches a model as a float tensor ``(1, H, W)`` in ``[0, 1]`` where **1 is ink and 0 is
+background** (Omniglot's PNGs are the opposite: white background, black ink). Polarity is decided
+here, once: an image whose border is mostly light is inverted, so black-on-white drawings,
+white-on-black drawings and transparent PNGs all arrive the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
+    "ImageError",
+    "open_image",
+    "to_ink",
+    "center_ink",
+    "preprocess_image",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Decompression-bomb guard: 40 megapixels is far above any photo or drawing a user sends.
+MAX_IMAGE_PIXELS = 40_000_000
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says what is wrong and what to do."""
+
+
+def open_image(source: str | Path | bytes | Image.Image, *, name: str | None = None) -> Image.Image:
+    """Decode an image file (path or bytes) safely and return it fully loaded.
+
+    Raises:
+        ImageError: the file is missing, not an image, truncated, or too large.
+    """
+    if isinstance(source, Image.Image):
+        return source
+    label = name or (str(source) if not isinstance(source, bytes) else "uploaded file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
+            with fp:
+                image = Image.open(fp)
+                if image.width * image.height > MAX_IMAGE_PIXELS:
+                    raise ImageError(
+                        f"{label}: {image.width}x{image.height} pixels is too large "
+                        f"(limit {MAX_IMAGE_PIXELS // 1_000_000} megapixels); resize it and try again"
+                    )
+                image.seek(0)  # first frame of an animated GIF
+                image.load()
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"{label}: file not found") from exc
+    except IsADirectoryError as exc:
+        raise ImageError(f"{label}: is a folder, not an image file") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"{label}: image is too large to decode safely; resize it and try again") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(f"{label}: not an image (could not identify the format); use PNG or JPEG") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{label}: the image is truncated or corrupt ({exc}); export it again") from exc
+    return image
+
+
+def to_ink(image: Image.Image) -> np.ndarray:
+    """Greyscale ink map ``(H, W)`` float32 in ``[0, 1]``, 1 = ink, with EXIF rotation applied.
+
+    Transparent pixels count as background. The polarity is chosen from the image border: if the
+    border is mostly light the image is inverted (dark ink on light paper, Omniglot's case).
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits by the image's own range.
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32) / 255.0
+        grey = np.asarray(rgba.convert("L"), dtype=np.float32) / 255.0
+        if (alpha < 0.5).mean() > 0.05:
+            # A transparent canvas: the opaque strokes are the ink, whatever their colour.
+            opaque = grey[alpha >= 0.5]
+            ink_is_dark = opaque.size == 0 or float(np.median(opaque)) < 0.5
+            return (alpha * ((1.0 - grey) if ink_is_dark else grey)).astype(np.float32)
+        grey = grey * alpha + (1.0 - alpha)  # composite over white
+    else:
+        grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    return (1.0 - grey) if float(np.median(border)) >= 0.5 else grey
+
+
+def center_ink(ink: np.ndarray, *, margin: float = 0.12, threshold: float = 0.1) -> np.ndarray:
+    """Crop to the ink's bounding box, pad it square and leave ``margin`` of empty border.
+
+    Omniglot characters fill roughly the middle three quarters of their frame; drawings and photos of
+    a symbol often sit in a corner. An empty image is returned unchanged.
+    """
+    mask = ink > threshold
+    if not mask.any():
+        return ink
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    side = int(round(max(crop.shape) / (1.0 - 2 * margin)))
+    out = np.zeros((side, side), dtype=np.float32)
+    top, left = (side - crop.shape[0]) // 2, (side - crop.shape[1]) // 2
+    out[top : top + crop.shape[0], left : left + crop.shape[1]] = crop
+    return out
+
+
+def resize_ink(ink: np.ndarray, image_size: int) -> np.ndarray:
+    """Resize an ink map to ``image_size`` x ``image_size`` with an antialiasing filter."""
+    pil = Image.fromarray(np.clip(ink * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return np.asarray(pil.resize((image_size, image_size), Image.LANCZOS), dtype=np.float32) / 255.0
+
+
+def preprocess_image(
+    source: str | Path | bytes | Image.Image | np.ndarray,
+    image_size: int = 28,
+    *,
+    center: bool = False,
+    name: str | None = None,
+) -> torch.Tensor:
+    """Any image (file, bytes, PIL image or ink array) -> model input ``(1, image_size, image_size)``.
+
+    Args:
+        source: a path, encoded bytes, a PIL image, or an ``(H, W)`` ink array (1 = ink) in [0, 1].
+        image_size: side of the square output.
+        center: crop to the ink and centre it (for drawings and photos of symbols).
+        name: how to call the input in error messages.
+
+    Raises:
+        ImageError: the input cannot be decoded.
+    """
+    if isinstance(source, np.ndarray):
+        if source.ndim != 2:
+            raise ImageError(f"{name or 'array'}: expected a 2-D ink array, got shape {source.shape}")
+        ink = np.clip(source.astype(np.float32), 0.0, 1.0)
+    else:
+        ink = to_ink(open_image(source, name=name))
+    if center:
+        ink = center_ink(ink)
+    return torch.from_numpy(resize_ink(ink, image_size).copy()).unsqueeze(0)
