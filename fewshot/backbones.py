@@ -6,7 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["EpisodeBatchNorm2d", "ConvBlock", "Conv4", "conv4", "feature_dim"]
+__all__ = ["normalize_with", "EpisodeBatchNorm2d", "ConvBlock", "Conv4", "conv4", "feature_dim"]
+
+
+def normalize_with(x: Tensor, mean: Tensor, var: Tensor, weight: Tensor, bias: Tensor, eps: float) -> Tensor:
+    """BatchNorm of ``x (B, C, H, W)`` with given per-channel statistics, differentiable in all of them.
+
+    (``F.batch_norm`` in eval mode refuses gradients through the statistics.)
+    """
+    scale = weight * torch.rsqrt(var + eps)  # (C,)
+    return x * scale[:, None, None] + (bias - mean * scale)[:, None, None]
 
 
 class EpisodeBatchNorm2d(nn.BatchNorm2d):
@@ -25,7 +34,7 @@ class EpisodeBatchNorm2d(nn.BatchNorm2d):
         ref = x[:stats_from]
         mean = ref.mean(dim=(0, 2, 3))
         var = ref.var(dim=(0, 2, 3), unbiased=False)
-        return F.batch_norm(x, mean, var, self.weight, self.bias, training=False, eps=self.eps)
+        return normalize_with(x, mean, var, self.weight, self.bias, self.eps)
 
 
 class ConvBlock(nn.Module):

@@ -124,9 +124,13 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if path.is_dir():
         raise CheckpointError(f"{path} is a folder; give the path of a .safetensors checkpoint file")
     with open(path, "rb") as fh:
-        head = fh.read(8)
+        head = fh.read(9)
+    # A safetensors file starts with its header length (u64, little-endian) and then "{"; that length's low
+    # byte can be 0x80, so only a file that is not laid out like safetensors is checked for pickle magic.
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    is_safetensors = head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8
     for magic, what in _MAGIC_HINTS.items():
-        if head.startswith(magic):
+        if not is_safetensors and head.startswith(magic):
             raise CheckpointError(
                 f"{path} is {what}, not a fewshot checkpoint. fewshot never unpickles files, because unpickling "
                 "can run arbitrary code; use a checkpoint written by `fewshot train` (safetensors)."

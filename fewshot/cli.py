@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
     t.add_argument("--val-episodes", type=_positive, default=200)
     t.add_argument("--checkpoint-every", type=_positive, default=500)
+    t.add_argument("--no-batch-tasks", action="store_true",
+                   help="loop over the tasks of a meta-batch instead of one batched pass (same gradients)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -183,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     task = TaskConfig(args.n_way, args.n_shot, args.n_query)
     config = TrainConfig(episodes=args.episodes, meta_batch_size=args.meta_batch_size, meta_lr=args.meta_lr,
                          lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, eval_every=args.val_every,
-                         eval_tasks=args.val_episodes, checkpoint_every=args.checkpoint_every, seed=args.seed)
+                         eval_tasks=args.val_episodes, checkpoint_every=args.checkpoint_every, seed=args.seed,
+                         batch_tasks=not args.no_batch_tasks)
     state: TrainState | None = None
     if args.resume:
         if not out.exists():

@@ -41,6 +41,7 @@ class TrainConfig:
     eval_tasks: int = 100
     checkpoint_every: int = 1000
     seed: int = 0
+    batch_tasks: bool = True  # run a meta-batch as one batched pass when the method supports it
 
     def __post_init__(self) -> None:
         if self.episodes < 0:

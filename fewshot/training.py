@@ -107,12 +107,22 @@ def evaluate(model: FewShotClassifier, tasks: Iterable[Task]) -> EvalResult:
     return EvalResult(mean, ci, len(accuracies), accuracies)
 
 
-def _lr_factor(schedule: str, step: int, total: int) -> float:
+def _lr_factor(schedule: str, progress: float) -> float:
+    """Learning-rate multiplier at ``progress`` in [0, 1] of the run."""
+    progress = min(max(progress, 0.0), 1.0)
     if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+        return 0.5 * (1 + math.cos(math.pi * progress))
     if schedule == "step":
-        return 0.5 ** (4 * step // max(total, 1))
+        return 0.5 ** min(int(4 * progress), 3)  # halve at 1/4, 1/2 and 3/4 of the run
     return 1.0
+
+
+def _check_finite(loss: Tensor, step: int, config: TrainConfig) -> None:
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"non-finite loss ({loss.item()}) at step {step}; lower --meta-lr (now {config.meta_lr}) "
+            "or the inner learning rate, or set a gradient clip"
+        )
 
 
 def train(
@@ -161,22 +171,31 @@ def train(
     step = start
     stopped_early = False
     for step in range(start + 1, config.episodes + 1):
-        lr = config.meta_lr * _lr_factor(config.lr_schedule, step - 1, config.episodes)
+        progress = (step - 1) / max(config.episodes, 1)
+        if max_seconds:  # a time budget: the schedule follows whichever runs out first
+            progress = max(progress, (time.perf_counter() - t0) / max_seconds)
+        lr = config.meta_lr * _lr_factor(config.lr_schedule, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        total_loss, total_acc = 0.0, 0.0
-        for _ in range(config.meta_batch_size):
-            task = sampler.sample_task().to(device)
-            loss, logits = model.episode_loss(task)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"non-finite loss ({loss.item()}) at step {step}; lower --meta-lr (now {config.meta_lr}) "
-                    "or the inner learning rate, or set a gradient clip"
-                )
-            (loss / config.meta_batch_size).backward()
-            total_loss += loss.item()
-            total_acc += (logits.argmax(1) == task.query_labels).float().mean().item()
+        tasks = [sampler.sample_task().to(device) for _ in range(config.meta_batch_size)]
+        batched = getattr(model, "batched_episode_loss", None)
+        result = batched(tasks) if batched is not None and config.batch_tasks and len(tasks) > 1 else None
+        if result is not None:
+            # One pass over the whole meta-batch (MAML's grouped-convolution path); same gradients.
+            loss, all_logits = result
+            _check_finite(loss, step, config)
+            loss.backward()
+            total_loss = loss.item() * len(tasks)
+        else:
+            total_loss, all_logits = 0.0, []
+            for task in tasks:
+                loss, logits = model.episode_loss(task)
+                _check_finite(loss, step, config)
+                (loss / config.meta_batch_size).backward()  # one task's graph alive at a time
+                total_loss += loss.item()
+                all_logits.append(logits.detach())
+        total_acc = sum((lg.argmax(1) == t.query_labels).float().mean().item() for lg, t in zip(all_logits, tasks))
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()

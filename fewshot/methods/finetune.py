@@ -77,7 +77,9 @@ class FineTuneBaseline(FewShotClassifier):
             trainable += [v for v in backbone_weights.values() if v.requires_grad]
         optimizer = torch.optim.Adam(trainable, lr=self.finetune_lr)
         with torch.enable_grad():
-            fixed = None if self.finetune_backbone else self._features(support_images, None).detach()
+            # Cloned buffers: a train-mode pass must not update the model's BatchNorm running statistics.
+            buffers = {k: v.clone() for k, v in self.backbone.named_buffers()}
+            fixed = None if self.finetune_backbone else self._features(support_images, buffers).detach()
             for _ in range(self.finetune_steps):
                 features = fixed if fixed is not None else self._features(support_images, backbone_weights)
                 loss = F.cross_entropy(F.linear(features, weight, bias), support_labels)

@@ -97,17 +97,22 @@ class MANN(FewShotClassifier):
     def run_sequence(self, features: Tensor, labels: Tensor) -> tuple[Tensor, MemoryState, list[Tensor]]:
         """Feed ``features (T, D)`` with ``labels (T,)`` (each label shown at the next step).
 
-        Returns the logits ``(T, n_way)`` predicted at each step (before that step's label is shown),
-        the final state and the read weights of every step.
+        Also accepts a batch of sequences, ``features (B, T, D)`` and ``labels (B, T)``. Returns the
+        logits ``(T, n_way)`` (or ``(B, T, n_way)``) predicted at each step, before that step's label
+        is shown, the final state and the read weights of every step.
         """
-        state = self.initial_state(1, features.device, features.dtype)
+        single = features.ndim == 2
+        if single:
+            features, labels = features.unsqueeze(0), labels.unsqueeze(0)
+        state = self.initial_state(features.shape[0], features.device, features.dtype)
         outputs, reads = [], []
-        for t in range(features.shape[0]):
-            logits, state = self.step(features[t : t + 1], state)
-            state.last_label = F.one_hot(labels[t : t + 1].long(), self.n_way).to(features.dtype)
+        for t in range(features.shape[1]):
+            logits, state = self.step(features[:, t], state)
+            state.last_label = F.one_hot(labels[:, t].long(), self.n_way).to(features.dtype)
             outputs.append(logits)
-            reads.append(state.read_weights[0])
-        return torch.cat(outputs), state, reads
+            reads.append(state.read_weights[0] if single else state.read_weights)
+        out = torch.stack(outputs, dim=1)  # (B, T, n_way)
+        return (out[0] if single else out), state, reads
 
     def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
         self.check_labels(support_labels, self.n_way)
@@ -138,6 +143,25 @@ class MANN(FewShotClassifier):
         unshuffled = torch.empty_like(logits)
         unshuffled[order] = logits
         return loss, unshuffled[len(task.support_labels):]
+
+    def batched_episode_loss(self, tasks: list[Task]) -> tuple[Tensor, list[Tensor]] | None:
+        """All tasks' sequences side by side in one batch (same objective as :meth:`episode_loss`)."""
+        if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
+            return None
+        for task in tasks:
+            self.check_labels(task.support_labels, self.n_way)
+        n_support = tasks[0].support_labels.shape[0]
+        images = torch.stack([torch.cat([t.support_images, t.query_images]) for t in tasks])  # (B, T, C, H, W)
+        labels = torch.stack([torch.cat([t.support_labels, t.query_labels]) for t in tasks])  # (B, T)
+        b, length = labels.shape
+        order = torch.argsort(torch.rand(b, length, device=labels.device), dim=1)  # a shuffle per sequence
+        labels = labels.gather(1, order)
+        images = images[torch.arange(b, device=labels.device).unsqueeze(1), order]
+        features = self.backbone(images.flatten(0, 1)).flatten(1).view(b, length, -1)
+        logits, _, _ = self.run_sequence(features, labels)  # (B, T, n_way)
+        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        unshuffled = torch.empty_like(logits).scatter_(1, order.unsqueeze(-1).expand_as(logits), logits)
+        return loss, list(unshuffled[:, n_support:].unbind(0))
 
     @torch.no_grad()
     def instance_accuracy(self, task: Task, max_instance: int = 10) -> Tensor:

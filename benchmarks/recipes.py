@@ -1,0 +1,76 @@
+"""The training recipes behind every shipped checkpoint, and the evaluations behind the results table.
+
+Each recipe is the exact argument list of ``python -m fewshot train``; ``run_recipes.py`` runs them
+(in parallel on one GPU, or on the CPU) and ``accuracy.py`` evaluates the results. The time budget
+(``--max-seconds``) is part of the recorded command of every checkpoint.
+"""
+
+from __future__ import annotations
+
+MAML_5WAY = ["--meta-batch-size", "32", "--inner-steps", "1", "--inner-lr", "0.4", "--inner-steps-test", "3",
+             "--n-query", "15", "--meta-lr", "1e-3", "--lr-schedule", "cosine"]
+MAML_20WAY = ["--meta-batch-size", "16", "--inner-steps", "5", "--inner-lr", "0.1", "--inner-steps-test", "5",
+              "--n-query", "5", "--meta-lr", "1e-3", "--lr-schedule", "cosine"]
+METRIC = ["--meta-lr", "1e-3", "--lr-schedule", "step", "--n-query", "5"]
+
+# name -> (checkpoint path, train arguments)
+RECIPES: dict[str, tuple[str, list[str]]] = {}
+
+
+def _add(name: str, out: str, args: list[str]) -> None:
+    RECIPES[name] = (out, args)
+
+
+for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
+    base = ["--protocol", protocol, "--train-split", split, "--val-every", "0", "--episodes", "100000",
+            "--checkpoint-every", "1000"]
+    if protocol == "vinyals":
+        for shot in (1, 5):
+            _add(f"vinyals-protonet-{shot}shot", f"checkpoints/vinyals/protonet-60w{shot}s.safetensors",
+                 base + ["--method", "protonet", "--n-way", "60", "--n-shot", str(shot)] + METRIC)
+            _add(f"vinyals-matching-{shot}shot", f"checkpoints/vinyals/matching-20w{shot}s.safetensors",
+                 base + ["--method", "matching", "--n-way", "20", "--n-shot", str(shot)] + METRIC)
+            for way, extra in ((5, MAML_5WAY), (20, MAML_20WAY)):
+                for method in ("maml", "fomaml"):
+                    _add(f"vinyals-{method}-{way}w{shot}s", f"checkpoints/vinyals/{method}-{way}w{shot}s.safetensors",
+                         base + ["--method", method, "--n-way", str(way), "--n-shot", str(shot)] + extra)
+        _add("vinyals-siamese", "checkpoints/vinyals/siamese-20w1s.safetensors",
+             base + ["--method", "siamese", "--n-way", "20", "--n-shot", "1"] + METRIC)
+        _add("vinyals-mann", "checkpoints/vinyals/mann-5w.safetensors",
+             base + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "9", "--meta-batch-size", "16",
+                     "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10"])
+        _add("vinyals-finetune", "checkpoints/vinyals/finetune.safetensors",
+             base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
+    else:
+        # The app's models: trained on images_background only, used on characters never seen.
+        _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
+             base + ["--method", "protonet", "--n-way", "60", "--n-shot", "1"] + METRIC)
+        _add("lake-matching", "checkpoints/lake/matching.safetensors",
+             base + ["--method", "matching", "--n-way", "20", "--n-shot", "1"] + METRIC)
+        _add("lake-siamese", "checkpoints/lake/siamese.safetensors",
+             base + ["--method", "siamese", "--n-way", "20", "--n-shot", "1"] + METRIC)
+        for method in ("maml", "fomaml"):
+            _add(f"lake-{method}", f"checkpoints/lake/{method}.safetensors",
+                 base + ["--method", method, "--n-way", "5", "--n-shot", "1", "--batch-norm", "support"] + MAML_5WAY)
+        _add("lake-mann", "checkpoints/lake/mann.safetensors",
+             base + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "9", "--meta-batch-size", "16",
+                     "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10"])
+        _add("lake-finetune", "checkpoints/lake/finetune.safetensors",
+             base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
+
+
+def evaluations(name: str) -> list[tuple[int, int]]:
+    """(n_way, n_shot) settings each checkpoint is evaluated on (a fixed head limits the way)."""
+    out, args = RECIPES[name]
+    way = int(args[args.index("--n-way") + 1])
+    shot = int(args[args.index("--n-shot") + 1])
+    method = args[args.index("--method") + 1]
+    if method in ("maml", "fomaml"):
+        return [(way, shot)]
+    if method == "mann":
+        return [(5, 1), (5, 5)]
+    if name.startswith("lake-"):
+        return [(5, 1), (5, 5), (20, 1), (20, 5)]
+    if method in ("protonet", "matching"):
+        return [(5, shot), (20, shot)]
+    return [(5, 1), (5, 5), (20, 1), (20, 5)]
