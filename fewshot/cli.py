@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
     t.add_argument("--val-episodes", type=_positive, default=200)
     t.add_argument("--checkpoint-every", type=_positive, default=500)
+    t.add_argument("--init-backbone", default=None, metavar="CHECKPOINT",
+                   help="start from the backbone weights of another checkpoint (recorded in the metadata)")
     t.add_argument("--no-batch-tasks", action="store_true",
                    help="loop over the tasks of a meta-batch instead of one batched pass (same gradients)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
@@ -116,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="show a checkpoint's metadata")
     i.add_argument("--checkpoint", required=True)
     i.add_argument("--json", action="store_true")
+
+    x = sub.add_parser("export", help="write a checkpoint without its resumable training state (small, for shipping)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--out", required=True)
 
     d = sub.add_parser("download", help="download the official Omniglot zips (needs internet)")
     d.add_argument("--data-dir", default=None)
@@ -156,6 +162,21 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
     if m == "protonet":
         kw.pop("feature_dim")
     return kw
+
+
+def _copy_backbone(source: FewShotClassifier, target: FewShotClassifier) -> None:
+    """Copy the Conv-4 weights (not BatchNorm running statistics the target may not keep)."""
+    wanted = dict(target.backbone.named_parameters())
+    given = dict(source.backbone.named_parameters())
+    if set(wanted) != set(given) or any(wanted[k].shape != given[k].shape for k in wanted):
+        raise UserError("--init-backbone: the two checkpoints' backbones differ (hidden size or image size)")
+    with torch.no_grad():
+        for name, param in wanted.items():
+            param.copy_(given[name])
+        target_buffers = dict(target.backbone.named_buffers())
+        for name, buf in source.backbone.named_buffers():
+            if name in target_buffers and target_buffers[name].shape == buf.shape:
+                target_buffers[name].copy_(buf)
 
 
 def _check_shape(model: FewShotClassifier, n_way: int, what: str) -> None:
@@ -200,6 +221,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         model = build_model(args.method, **_method_kwargs(args, train_set)).to(device)
         metadata = {"command": command_line()}
+        if args.init_backbone:
+            source, source_info = load_checkpoint(args.init_backbone, device)
+            _copy_backbone(source, model)
+            metadata["init_backbone"] = {"checkpoint": str(args.init_backbone), "method": source_info["method"],
+                                         "command": source_info.get("command")}
     metadata.update({
         "protocol": args.protocol if args.dataset == "omniglot" else None, "dataset": args.dataset,
         "data_dir": str(args.data_dir) if args.dataset == "folder" else None,
@@ -366,6 +392,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    model, info = load_checkpoint(args.checkpoint)
+    metadata = {k: v for k, v in info.metadata.items() if k not in ("train_state", "format", "format_version",
+                                                                     "method", "method_kwargs", "saved_at")}
+    metadata["exported_from"] = {"steps_done": info.metadata.get("steps_done"), "saved_at": info.metadata.get("saved_at")}
+    save_checkpoint(args.out, model, method=info.metadata["method"], metadata=metadata)
+    print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     folder = download_omniglot(args.data_dir)
     print(f"Omniglot is in {folder}; use --data-dir {folder} or set FEWSHOT_DATA_DIR={folder}")
@@ -375,7 +411,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-                "download": cmd_download}
+                "export": cmd_export, "download": cmd_download}
     try:
         return handlers[args.command](args)
     except (UserError, CheckpointError, DataNotFoundError, ImageError, NonFiniteLossError, ValueError) as exc:

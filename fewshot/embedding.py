@@ -13,7 +13,8 @@ def extract_features(backbone: nn.Module, images: Tensor, batch_size: int = 256)
     """Features ``(N, D)`` of ``images (N, C, H, W)``, in eval mode and without gradients."""
     was_training = backbone.training
     backbone.eval()
-    device = next(backbone.parameters()).device
+    param = next(backbone.parameters(), None)  # a parameter-free backbone (nn.Flatten) runs where the images are
+    device = param.device if param is not None else images.device
     out = []
     try:
         with torch.no_grad():

@@ -92,7 +92,8 @@ def evaluate(model: FewShotClassifier, tasks: Iterable[Task]) -> EvalResult:
     """Mean query accuracy over ``tasks`` ± 95% CI, in eval mode and without gradients (restores the mode)."""
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
     accuracies = []
     try:
         with torch.no_grad():
@@ -150,7 +151,7 @@ def train(
     Raises:
         NonFiniteLossError: a task's loss is NaN or infinite (the message gives the step).
     """
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device  # a model with nothing to train cannot be trained
     optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0

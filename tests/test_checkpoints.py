@@ -1,0 +1,181 @@
+"""Checkpoints: round trip, self-description, and refusal of pickles, corrupt and mismatched files."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fewshot import (MAML, CheckpointError, PrototypicalNetwork, build_model, load_checkpoint, read_checkpoint_info,
+                     save_checkpoint)
+
+
+@pytest.fixture
+def protonet_file(tmp_path: Path) -> Path:
+    model = PrototypicalNetwork(hidden=8)
+    return save_checkpoint(tmp_path / "proto.safetensors", model, method="protonet",
+                           metadata={"protocol": "lake", "image_size": 16, "n_way": 3, "n_shot": 2,
+                                     "command": "fewshot train --method protonet", "history": [{"step": 1}]})
+
+
+@pytest.mark.parametrize("method, kwargs", [("protonet", {}), ("matching", {"fce": True, "feature_dim": 8}),
+                                            ("siamese", {"feature_dim": 8}), ("maml", {"n_way": 3}),
+                                            ("fomaml", {"n_way": 3, "inner_steps": 2}),
+                                            ("mann", {"n_way": 3, "controller_size": 8, "memory_slots": 4,
+                                                      "memory_width": 4, "read_heads": 1, "feature_dim": 8}),
+                                            ("finetune", {"n_classes": 7, "finetune_steps": 3, "feature_dim": 8})])
+def test_save_then_load_gives_identical_logits(tmp_path, make_task, method, kwargs):
+    model = build_model(method, hidden=8, **kwargs)
+    task = make_task(3, 2, 2, size=16)
+    train_steps = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss, _ = model.train().episode_loss(task)  # move the weights (and BatchNorm statistics) off their init
+    loss.backward()
+    train_steps.step()
+    model.eval()
+    model.process_support_set(task.support_images, task.support_labels)
+    expected = model(task.query_images).detach()
+    path = save_checkpoint(tmp_path / f"{method}.safetensors", model, method=method)
+    loaded, info = load_checkpoint(path)
+    assert type(loaded) is type(model) and not loaded.training
+    assert info["method"] == method and info.train_state is None
+    loaded.process_support_set(task.support_images, task.support_labels)
+    assert torch.equal(loaded(task.query_images), expected)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value)
+    assert [p.name for p in tmp_path.iterdir()] == [f"{method}.safetensors"]  # no temporary file left behind
+
+
+def test_info_fields(protonet_file):
+    meta = read_checkpoint_info(protonet_file)
+    assert meta["format"] == "fewshot-checkpoint" and meta["format_version"] == 1
+    assert meta["method"] == "protonet"
+    assert meta["method_kwargs"] == {"in_channels": 1, "hidden": 8, "distance": "euclidean", "cosine_scale": 10.0}
+    assert meta["protocol"] == "lake" and meta["image_size"] == 16 and meta["n_way"] == 3 and meta["n_shot"] == 2
+    assert meta["command"].startswith("fewshot train") and meta["history"] == [{"step": 1}]
+    assert "saved_at" in meta
+    _, info = load_checkpoint(protonet_file)
+    assert info.metadata == meta and info.get("missing", 5) == 5 and info["protocol"] == "lake"
+    assert info.path == str(protonet_file)
+
+
+def test_file_is_plain_safetensors_with_json_metadata(protonet_file):
+    tensors = load_file(str(protonet_file))
+    assert all(name.startswith("model/") for name in tensors)
+    assert tensors["model/backbone.blocks.0.conv.weight"].shape == (8, 1, 3, 3)
+
+
+class Payload:
+    """Unpickling this creates ``marker``: proof that code from the file ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle"])
+def test_pickle_checkpoint_is_refused_without_running_it(tmp_path, writer):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pt"
+    payload = {"model": PrototypicalNetwork(hidden=4).state_dict(), "extra": Payload(marker)}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=4))
+    assert not marker.exists()
+    with pytest.raises(CheckpointError, match="pickle") as info:
+        load_checkpoint(path)
+    assert "never unpickles" in str(info.value)
+    with pytest.raises(CheckpointError, match="pickle"):
+        read_checkpoint_info(path)
+    assert not marker.exists()
+    # the payload is live: an unsafe loader would have run it
+    if writer == "pickle":
+        pickle.loads(path.read_bytes())
+        assert marker.exists()
+
+
+def test_protocol_0_pickle_is_refused_without_running_it(tmp_path):
+    marker, path = tmp_path / "pwned", tmp_path / "old.pkl"
+    path.write_bytes(pickle.dumps(Payload(marker), protocol=0))  # text pickle: no \x80 magic byte
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_truncated_file(protonet_file):
+    data = protonet_file.read_bytes()
+    protonet_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_checkpoint(protonet_file)
+
+
+def test_wrong_method(protonet_file):
+    with pytest.raises(CheckpointError, match="'protonet' checkpoint, not 'maml'"):
+        load_checkpoint(protonet_file, expect_method="maml")
+    assert load_checkpoint(protonet_file, expect_method="protonet")[1]["method"] == "protonet"
+
+
+def _write_record(path: Path, record: dict, tensors: dict | None = None) -> Path:
+    save_file(tensors or {"model/x": torch.zeros(1)}, str(path), metadata={"fewshot": json.dumps(record)})
+    return path
+
+
+def test_future_format_version(tmp_path):
+    record = {"format": "fewshot-checkpoint", "format_version": 999, "method": "protonet", "method_kwargs": {}}
+    path = _write_record(tmp_path / "future.safetensors", record)
+    with pytest.raises(CheckpointError, match="version 999.*upgrade fewshot"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="version 999"):
+        read_checkpoint_info(path)
+
+
+def test_unknown_method(tmp_path):
+    record = {"format": "fewshot-checkpoint", "format_version": 1, "method": "reptile", "method_kwargs": {}}
+    path = _write_record(tmp_path / "other.safetensors", record)
+    with pytest.raises(CheckpointError, match="unknown method 'reptile'"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_described_model(tmp_path):
+    model = MAML(3, hidden=4)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, method="maml")
+    tensors = load_file(str(path))
+    record = read_checkpoint_info(path)
+    record["method_kwargs"]["hidden"] = 8
+    _write_record(path, record, tensors)
+    with pytest.raises(CheckpointError, match="do not match"):
+        load_checkpoint(path)
+
+
+def test_safetensors_file_from_another_program(tmp_path):
+    path = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(path))
+    with pytest.raises(CheckpointError, match="not a fewshot checkpoint"):
+        load_checkpoint(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.safetensors")
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(CheckpointError, match="folder"):
+        load_checkpoint(tmp_path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "noise.safetensors"
+    path.write_bytes(torch.randint(0, 256, (4096,), dtype=torch.uint8).numpy().tobytes())
+    with pytest.raises(CheckpointError, match="not a readable fewshot checkpoint|pickle"):
+        load_checkpoint(path)
+
+
+def test_unknown_method_is_refused_at_save(tmp_path):
+    with pytest.raises(ValueError, match="unknown method"):
+        save_checkpoint(tmp_path / "x.safetensors", PrototypicalNetwork(hidden=4), method="reptile")
