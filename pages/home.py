@@ -1,0 +1,103 @@
+"""Home: what few-shot learning is, and one live example episode."""
+
+import streamlit as st
+
+import ui
+
+st.title("Few-shot learning lab")
+st.markdown(
+    """
+A **few-shot** classifier learns new classes from a handful of examples. One problem is an **N-way K-shot task**:
+N classes the model has never seen, K labelled examples of each (the **support set**), and new images to label
+(the **queries**). Omniglot, 1,623 handwritten characters from 50 alphabets drawn by 20 people each, is the
+classic testbed: a 5-way 1-shot task shows one drawing of each of five unseen characters and asks which one a
+new drawing is.
+
+**Episodic training.** Meta-learners are trained on thousands of such small tasks sampled from the training
+classes, scored on each task's queries, so what they learn is *how to learn a task from K examples*:
+Prototypical Networks learn an embedding where each class's mean (its prototype) classifies by distance;
+Matching Networks attend over the support examples; a Siamese network learns whether two images match;
+MAML learns initial weights from which a few gradient steps on the support set give a good classifier;
+a memory-augmented network (MANN) learns to write examples into an external memory and read them back.
+
+**Meta-learning vs transfer learning.** The transfer baseline instead trains an ordinary classifier on all
+training classes at once, then fits a new linear head on the support set's features. It never practises
+few-shot tasks, which is why it is the comparison point.
+"""
+)
+
+st.subheader("An example episode")
+methods = ui.available_methods()
+if not methods:
+    st.warning("No checkpoints found, so no model can answer yet; see the sidebar.")
+    st.stop()
+ui.bind_choice("home_method", "protonet", methods, methods[0])
+method = st.selectbox("Model", methods, format_func=ui.method_label, key="home_method")
+try:
+    loaded = ui.get_model(method)
+except ui.ModelUnavailable as exc:
+    st.warning(str(exc))
+    st.stop()
+
+dataset = ui.omniglot("lake", "test", loaded.image_size, explain=False)
+if dataset is not None:
+    st.session_state.setdefault("home_episode", 0)
+    if st.button("Another episode", key="home_new_episode"):
+        st.session_state["home_episode"] += 1
+    task = ui.sample_episode(dataset, 5, 1, 1, seed=7, index=st.session_state["home_episode"])
+    names = [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids]
+    support_pngs = [ui.tensor_to_png(x) for x in task.support_images]
+    query_pngs = [ui.tensor_to_png(x) for x in task.query_images]
+    truth = ui.labels_of(task.query_labels)
+    st.caption("Five characters from Omniglot's evaluation alphabets (the *lake* protocol: the shipped models "
+               "never saw these alphabets), one example each, and one new drawing of each to classify.")
+else:
+    view = ui.collect_task()
+    if view.can_classify:
+        names = view.names
+        support_pngs = [ex.png for examples in view.support for ex in examples[:1]]
+        query_pngs = [q.png for q in view.queries]
+        truth = view.truth
+        st.caption("Omniglot is not available (set FEWSHOT_DATA_DIR to use it), so this is your own task from "
+                   "*Build a task*.")
+    else:
+        example = ui.synthetic_task(5, 1, 1)
+        names = example["names"]
+        support_pngs = [pngs[0] for pngs in example["support"]]
+        query_pngs = [png for png, _ in example["queries"]]
+        truth = [c for _, c in example["queries"]]
+        st.caption("Omniglot is not available (set FEWSHOT_DATA_DIR to use it), so this is a small synthetic "
+                   "task; draw your own on *Build a task*.")
+
+st.markdown("**Support set** (one labelled example per class)")
+cols = st.columns(len(names))
+for col, name, png in zip(cols, names, support_pngs):
+    with col:
+        ui.show_model_input(png, loaded.image_size, caption=name, scale=3)
+
+view_support = ui.TaskView(names, [[ui.Example(f"s{i}", names[i], png, "example")] for i, png in enumerate(support_pngs)],
+                           [ui.Example(f"q{j}", f"query {j + 1}", png, "example") for j, png in enumerate(query_pngs)],
+                           list(truth))
+sx, sy, qx = view_support.tensors(loaded.image_size)
+try:
+    probabilities = ui.predict(loaded, sx, sy, qx)
+except ValueError as exc:
+    st.warning(str(exc))
+    st.stop()
+
+st.markdown(f"**Queries**, answered by {loaded.title}")
+cols = st.columns(len(query_pngs))
+correct = 0
+for j, (col, png) in enumerate(zip(cols, query_pngs)):
+    pred = int(probabilities[j].argmax())
+    correct += int(truth[j] is not None and pred == truth[j])
+    with col:
+        ui.show_model_input(png, loaded.image_size, caption=f"query {j + 1}", scale=3)
+        st.markdown(f"→ **{names[pred]}** ({ui.percent(probabilities[j, pred])}) {ui.verdict(pred, truth[j])}")
+known = sum(t is not None for t in truth)
+if known:
+    st.metric("Episode accuracy", f"{correct}/{known}")
+
+st.divider()
+st.markdown("Next: **Build a task** to draw your own classes, **Watch MAML adapt** to see gradient steps "
+            "happen, or **You vs the model** to compare yourself with the networks.")

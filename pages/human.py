@@ -1,0 +1,105 @@
+"""You vs the model: the same one-shot Omniglot questions for a person and for the networks."""
+
+import pandas as pd
+import streamlit as st
+
+import ui
+
+st.title("You vs the model")
+st.markdown("Each question shows one drawing of each of N new characters and one more drawing: which character "
+            "is it? The models answer the same questions. In Lake et al. (2015), people made **4.5%** errors on "
+            "20-way one-shot Omniglot.")
+
+dataset = ui.omniglot("lake", "test")
+if dataset is None:
+    st.stop()
+methods = ui.available_methods()
+
+c1, c2, c3 = st.columns([1, 1, 2])
+n_way = c1.radio("Question type", [5, 20], format_func=lambda n: f"{n}-way one-shot", key="human_way")
+ui.bind("human_questions", 10)
+n_questions = c2.number_input("Questions", 1, 50, key="human_questions")
+c3.caption("Characters come from the 20 evaluation alphabets, which the lake-protocol models never saw. "
+           "(Lake et al. drew the 20 characters of a trial from one alphabet, which is harder than here.)")
+
+game = st.session_state.get("human_game")
+if st.button("Start a new round", key="human_start", type="primary") or game is None or game["n_way"] != n_way \
+        or game["n_questions"] != n_questions:
+    rounds = st.session_state.get("human_rounds", 0) + 1
+    st.session_state["human_rounds"] = rounds
+    game = {"n_way": n_way, "n_questions": int(n_questions), "seed": 500 + rounds, "current": 0, "answers": [],
+            "model_correct": {}, "round": rounds}
+    st.session_state["human_game"] = game
+
+
+def question(k: int):
+    """Question ``k``: a task with one support image per class and one query (class chosen by the seed)."""
+    task = ui.sample_episode(dataset, n_way, 1, 1, seed=game["seed"], index=k)
+    target = (game["seed"] * 31 + k * 7) % n_way
+    return task, target
+
+
+def model_answers(task, target: int) -> dict[str, bool]:
+    out = {}
+    for m in methods:
+        try:
+            loaded = ui.get_model(m)
+            probs = ui.predict(loaded, task.support_images, task.support_labels, task.query_images[target:target + 1])
+        except (ui.ModelUnavailable, ValueError) as exc:
+            game.setdefault("sitting_out", {})[ui.method_label(m)] = str(exc)
+            continue
+        out[loaded.title] = int(probs[0].argmax()) == target
+    return out
+
+
+k = game["current"]
+if k < game["n_questions"]:
+    task, target = question(k)
+    st.subheader(f"Question {k + 1} of {game['n_questions']}")
+    q1, q2 = st.columns([1, 4])
+    with q1:
+        ui.show_image(task.query_images[target], scale=4, caption="Which character is this?")
+    with q2:
+        per_row = 10
+        for start in range(0, n_way, per_row):
+            cols = st.columns(per_row)
+            for col, c in zip(cols, range(start, min(start + per_row, n_way))):
+                with col:
+                    ui.show_image(task.support_images[c], scale=3 if n_way <= 10 else 2, caption=str(c + 1))
+    answered = len(game["answers"]) > k
+    answer = st.radio("Your answer", list(range(1, n_way + 1)), horizontal=True, index=None,
+                      key=f"human_answer_{game['round']}_{k}", disabled=answered)
+    if not answered:
+        if st.button("Submit answer", key="human_submit"):
+            if answer is None:
+                st.warning("Pick a number first.")
+            else:
+                game["answers"].append(answer - 1 == target)
+                for title, right in model_answers(task, target).items():
+                    game["model_correct"].setdefault(title, []).append(right)
+                st.rerun()
+    else:
+        right = game["answers"][k]
+        st.markdown(("✓ **Right!**" if right else f"✗ **Not quite**: it was character **{target + 1}**.") +
+                    " The models: " + ", ".join(f"{t} {'✓' if v[k] else '✗'}" for t, v in game["model_correct"].items()
+                                                if len(v) > k))
+        if st.button("Next question", key="human_next", type="primary"):
+            game["current"] += 1
+            st.rerun()
+
+answers = game["answers"]
+if answers:
+    st.subheader("Scores")
+    rows = [{"who": "You", "correct": sum(answers), "questions": len(answers),
+             "accuracy %": round(100 * sum(answers) / len(answers), 1)}]
+    for title, results in game["model_correct"].items():
+        rows.append({"who": title, "correct": sum(results), "questions": len(results),
+                     "accuracy %": round(100 * sum(results) / len(results), 1)})
+    rows.append({"who": "People in Lake et al. 2015 (20-way one-shot)", "correct": None, "questions": None,
+                 "accuracy %": round(100 * (1 - ui.HUMAN_ERROR_LAKE), 1)})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.markdown(f"Your score: {sum(answers)}/{len(answers)}")
+    if game.get("sitting_out"):
+        st.caption("Not playing this round: " + "; ".join(game["sitting_out"].values()))
+    if game["current"] >= game["n_questions"]:
+        st.success("Round finished. Press **Start a new round** to play again.")

@@ -1,0 +1,139 @@
+"""Inside each method: the "why" behind each answer on the current task."""
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import streamlit as st
+
+import ui
+
+st.title("Inside each method")
+st.markdown("Every method answers the same question (which class is this query?) for a different reason. "
+            "Pick a query of the current task and look at what each method computed.")
+
+view = ui.collect_task()
+if not ui.task_or_example_prompt(view):
+    st.stop()
+
+query_options = list(range(len(view.queries)))
+ui.bind_choice("inside_query", 0, query_options, 0)
+q = st.selectbox("Query", query_options, key="inside_query",
+                 format_func=lambda j: f"Query {j + 1} ({view.queries[j].label})")
+
+support_examples = [ex for examples in view.support for ex in examples]
+support_class = [c for c, examples in enumerate(view.support) for _ in examples]
+support_names = [f"{view.names[c]} #{k + 1}" for c, examples in enumerate(view.support) for k in range(len(examples))]
+
+left, right = st.columns([1, 5])
+with left:
+    ui.show_model_input(view.queries[q].png, caption=f"Query {q + 1}", scale=3)
+    truth = view.truth[q]
+    st.caption(f"true class: {view.names[truth] if truth is not None else 'unknown'}")
+with right:
+    st.caption("Support set, as the model sees it")
+    ui.image_strip([ui.Example(ex.id, name, ex.png, ex.source) for ex, name in zip(support_examples, support_names)],
+                   per_row=10)
+
+
+def run(method: str):
+    try:
+        loaded = ui.get_model(method)
+        sx, sy, qx = view.tensors(loaded.image_size)
+        return loaded, ui.explain(loaded, sx, sy, qx)
+    except (ui.ModelUnavailable, ValueError) as exc:
+        st.info(str(exc))
+        return None, None
+
+
+def answer_line(loaded, probs) -> None:
+    pred = int(probs[q].argmax())
+    st.markdown(f"Answer of {loaded.title} for Query {q + 1}: **{view.names[pred]}** ({ui.percent(probs[q, pred])}) "
+                f"{ui.verdict(pred, view.truth[q])}")
+
+
+def bar(values, labels, title: str, key: str, *, x_title: str) -> None:
+    frame = pd.DataFrame({"item": labels, "value": np.asarray(values, dtype=float)})
+    fig = px.bar(frame, x="value", y="item", orientation="h", title=title)
+    fig.update_layout(height=max(220, 26 * len(labels) + 90), margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis_title=None, xaxis_title=x_title)
+    fig.update_yaxes(autorange="reversed")
+    st.plotly_chart(fig, key=key)
+
+
+def heatmap(matrix, x_labels, y_labels, title: str, key: str) -> None:
+    fig = px.imshow(np.asarray(matrix, dtype=float), x=x_labels, y=y_labels, aspect="auto", title=title,
+                    color_continuous_scale="Viridis")
+    fig.update_layout(height=max(240, 26 * len(y_labels) + 120), margin=dict(l=10, r=10, t=40, b=10))
+    st.plotly_chart(fig, key=key)
+
+
+tabs = st.tabs(["Prototypical Networks", "Matching Networks", "Siamese network", "MANN", "MAML", "Transfer baseline"])
+
+with tabs[0]:
+    st.markdown("Each class is the **mean embedding** of its support examples (its prototype). The query goes to "
+                "the nearest prototype; probabilities are a softmax over **negative squared distances**.")
+    loaded, out = run("protonet")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out["distances"][q], view.names, "Distance from the query to each prototype (smaller = closer)",
+            "inside_proto_bar", x_title="squared Euclidean distance")
+        heatmap(out["distances"], view.names, [f"Query {j + 1}" for j in range(len(view.queries))],
+                "All queries × prototypes", "inside_proto_heat")
+
+with tabs[1]:
+    st.markdown("The query **attends** to every support example: a softmax over cosine similarities of the "
+                "embeddings. A class's probability is the total attention on its examples.")
+    loaded, out = run("matching")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out["attention"][q], support_names, "Attention of the query on each support example",
+            "inside_matching_bar", x_title="attention weight")
+        heatmap(out["attention"], support_names, [f"Query {j + 1}" for j in range(len(view.queries))],
+                "All queries × support examples", "inside_matching_heat")
+
+with tabs[2]:
+    st.markdown("A learned, weighted L1 distance between two embeddings gives the probability that two images "
+                "show **the same character**. Each class scores its most similar example.")
+    loaded, out = run("siamese")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out["similarity"][q], support_names, "P(same class) for the query and each support example",
+            "inside_siamese_bar", x_title="similarity")
+        heatmap(out["similarity"], support_names, [f"Query {j + 1}" for j in range(len(view.queries))],
+                "All queries × support examples", "inside_siamese_heat")
+
+with tabs[3]:
+    st.markdown("The memory-augmented network reads the support set as a sequence (each image with its label one "
+                "step later), **writing** into an external memory; a query is answered from what it **reads** back. "
+                "Rows are time steps (support examples in the order read), columns are memory slots.")
+    loaded, out = run("mann")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        order = ui.support_order_for_mann(len(support_names))
+        reads = out["support_reads"].mean(axis=1)  # (T, slots), averaged over read heads
+        step_names = [f"t{t + 1}: {support_names[i]}" for t, i in enumerate(order)]
+        heatmap(reads, list(range(reads.shape[1])), step_names, "Read weights while reading the support set",
+                "inside_mann_support")
+        query_reads = out["query_reads"][q].mean(axis=0)
+        overlap = reads @ query_reads / (np.linalg.norm(reads, axis=1) * np.linalg.norm(query_reads) + 1e-12)
+        bar(overlap, step_names, "How much the query's memory read overlaps each support step's read (cosine)",
+            "inside_mann_overlap", x_title="cosine of read weights")
+
+with tabs[4]:
+    st.markdown("MAML's answer is the classifier it becomes after a few gradient steps on the support set. "
+                "Watch the steps one by one on **Watch MAML adapt**.")
+    loaded, out = run("maml")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out["probabilities"][q], view.names,
+            f"Probabilities after {getattr(loaded.model, 'inner_steps_test', '?')} inner step(s)",
+            "inside_maml_bar", x_title="probability")
+
+with tabs[5]:
+    st.markdown("The transfer baseline never practised few-shot tasks: it pre-trained a classifier on all training "
+                "characters and now fits a **new linear head** on the support set's features.")
+    loaded, out = run("finetune")
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out["probabilities"][q], view.names, "Probabilities of the fitted head", "inside_finetune_bar",
+            x_title="probability")

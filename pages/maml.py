@@ -1,0 +1,167 @@
+"""Watch MAML adapt: the inner loop on the current task, one gradient step at a time."""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+import ui
+
+st.title("Watch MAML adapt")
+st.markdown(
+    "MAML starts every task from the same meta-learned weights and takes a few gradient steps on the support "
+    "set's loss. Press **Step** to take one more step, or **Play** to watch them all. Nothing here changes the "
+    "model: each step is computed from the previous weights as a new set of weights (the inner loop is a pure "
+    "function). BatchNorm uses the support set's statistics, so every query is answered on its own."
+)
+
+view = ui.collect_task()
+if not ui.task_or_example_prompt(view):
+    st.stop()
+
+available = [m for m in ("maml", "fomaml") if m in ui.available_methods()]
+if not available:
+    st.warning("No MAML checkpoint found (maml or fomaml); see the sidebar.")
+    st.stop()
+
+c1, c2, c3 = st.columns(3)
+ui.bind_choice("maml_variant", "maml", available, available[0])
+variant = c1.radio("MAML variant", available, key="maml_variant", format_func=ui.method_label,
+                   help="Second- and first-order MAML differ in meta-training only (whether the meta-gradient "
+                        "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
+                        "so this picks which trained checkpoint to start from.")
+try:
+    loaded = ui.get_model(variant)
+except ui.ModelUnavailable as exc:
+    st.warning(str(exc))
+    st.stop()
+default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
+ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0))
+ui.bind("maml_steps", 5)
+inner_lr = c2.slider("Inner learning rate", 0.01, 2.0, key="maml_lr", step=0.01,
+                     help=f"This checkpoint was evaluated with {default_lr:g}.")
+inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps",
+                        help=f"This checkpoint was trained with {getattr(loaded.model, 'inner_steps', '?')} step(s).")
+
+message = ui.check_way(loaded, view.n_way)
+if message:
+    st.warning(message)
+    st.stop()
+
+sx, sy, qx = view.tensors(loaded.image_size)
+config = (loaded.key, view.fingerprint(), inner_lr, inner_steps)
+state = st.session_state.setdefault("maml_view", {"config": None, "shown": 0, "trajectory": None})
+if state["config"] != config:
+    state.update(config=config, shown=0, trajectory=None)
+
+
+def trajectory():
+    if state["trajectory"] is None:
+        state["trajectory"] = list(ui.maml_steps(loaded, sx, sy, qx, inner_lr=inner_lr, inner_steps=inner_steps))
+    return state["trajectory"]
+
+
+def query_label(j: int) -> str:
+    return f"Query {j + 1}"
+
+
+def render(steps, boxes) -> None:
+    """Draw the state after ``steps[-1]`` into the placeholders."""
+    last = steps[-1]
+    boxes["progress"].progress(last.step / inner_steps, text=f"Step {last.step} / {inner_steps}")
+    with boxes["metrics"].container():
+        m1, m2, m3 = st.columns(3)
+        m1.metric("Support loss", f"{last.support_loss:.4f}",
+                  delta=None if last.step == 0 else f"{last.support_loss - steps[0].support_loss:+.4f}",
+                  delta_color="inverse")
+        m2.metric("Support accuracy", ui.percent(last.support_accuracy))
+        known = [j for j, t in enumerate(view.truth) if t is not None]
+        if known:
+            right = sum(int(last.query_probabilities[j].argmax()) == view.truth[j] for j in known)
+            m3.metric("Query accuracy", f"{right}/{len(known)}")
+        else:
+            m3.metric("Queries", len(view.queries))
+    boxes["loss"].line_chart(pd.DataFrame({"step": [s.step for s in steps],
+                                           "support loss": [s.support_loss for s in steps]}).set_index("step"),
+                             height=220)
+    probs = last.query_probabilities
+    frame = pd.DataFrame({"class": view.names, **{query_label(j): probs[j].astype(float) for j in range(len(probs))}})
+    boxes["queries"].dataframe(frame, hide_index=True, column_config={
+        query_label(j): st.column_config.ProgressColumn(query_label(j), min_value=0.0, max_value=1.0,
+                                                        format="percent") for j in range(len(probs))})
+    layers = pd.DataFrame({"layer": list(last.layer_change),
+                           "relative change": [100 * v for v in last.layer_change.values()]})
+    boxes["layers"].bar_chart(layers, x="layer", y="relative change", height=240)
+    rows = []
+    for s in steps:
+        row = {"step": s.step, "support loss": round(s.support_loss, 4), "support acc": ui.percent(s.support_accuracy)}
+        for j in range(len(s.query_probabilities)):
+            pred = int(s.query_probabilities[j].argmax())
+            row[query_label(j)] = f"{view.names[pred]} {ui.percent(s.query_probabilities[j, pred])}"
+        rows.append(row)
+    boxes["table"].dataframe(pd.DataFrame(rows), hide_index=True)
+
+
+@st.fragment
+def panel() -> None:
+    b1, b2, b3, _ = st.columns([1, 1, 1, 4])
+    step = b1.button("Step", key="maml_step", type="primary")
+    play = b2.button("Play", key="maml_play")
+    reset = b3.button("Reset", key="maml_reset")
+    boxes = {"progress": st.empty(), "metrics": st.empty()}
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Support loss**")
+        boxes["loss"] = st.empty()
+        st.markdown("**How far each layer's weights moved** (‖w − w₀‖ / ‖w₀‖, %)")
+        boxes["layers"] = st.empty()
+    with right:
+        st.markdown("**Query probabilities after this step**")
+        boxes["queries"] = st.empty()
+    st.markdown("**All steps so far**")
+    boxes["table"] = st.empty()
+    status = st.empty()
+
+    if reset:
+        state["shown"] = 0
+    if step:
+        state["shown"] = min(state["shown"] + 1, inner_steps)
+    try:
+        if play:
+            start = 0 if state["shown"] >= inner_steps else state["shown"]
+            seen = []
+            for s in ui.maml_steps(loaded, sx, sy, qx, inner_lr=inner_lr, inner_steps=inner_steps):
+                seen.append(s)
+                if s.step >= start:
+                    render(seen, boxes)
+                    status.caption(f"Playing: step {s.step} of {inner_steps}")
+                    time.sleep(0.25)
+            state["trajectory"], state["shown"] = seen, inner_steps
+        steps = trajectory()[: state["shown"] + 1]
+    except ValueError as exc:
+        st.warning(str(exc))
+        return
+    render(steps, boxes)
+    status.markdown(f"Adapted: step {state['shown']} of {inner_steps}" +
+                    (" (done)" if state["shown"] == inner_steps else ""))
+
+
+panel()
+
+st.subheader("ProtoNet's answer on the same task")
+try:
+    proto = ui.get_model("protonet")
+    psx, psy, pqx = view.tensors(proto.image_size)
+    proto_probs = ui.predict(proto, psx, psy, pqx)
+    final = trajectory()[-1].query_probabilities
+    rows = []
+    for j in range(len(view.queries)):
+        p_pred, m_pred = int(proto_probs[j].argmax()), int(final[j].argmax())
+        rows.append({"query": query_label(j),
+                     "true class": "unknown" if view.truth[j] is None else view.names[view.truth[j]],
+                     f"MAML after {inner_steps} steps": f"{view.names[m_pred]} ({ui.percent(final[j, m_pred])})",
+                     "ProtoNet": f"{view.names[p_pred]} ({ui.percent(proto_probs[j, p_pred])})"})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.caption("ProtoNet needs no gradient steps: it compares each query's embedding with the class means.")
+except (ui.ModelUnavailable, ValueError) as exc:
+    st.info(str(exc))

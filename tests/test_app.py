@@ -1,0 +1,378 @@
+"""The Streamlit lab, page by page, with ``streamlit.testing.v1.AppTest`` (no browser).
+
+Checkpoints are small untrained models written to a temporary folder (``FEWSHOT_CHECKPOINT_DIR``), so these
+tests need no training run and no shipped files. Pages that use Omniglot run against the shared data (the
+``omniglot_dir`` fixture of conftest.py), and every page is also run with ``FEWSHOT_DATA_DIR`` pointing
+nowhere, where the Omniglot pages must explain how to set it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+import streamlit as st
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+import fewshot
+
+REPO = Path(__file__).resolve().parents[1]
+APP = str(REPO / "app.py")
+ALL_METHODS = list(fewshot.METHODS)
+
+
+@pytest.fixture(autouse=True)
+def run_app_py_every_time(monkeypatch):
+    """Make AppTest run ``app.py`` on every rerun, as the server does.
+
+    AppTest (streamlit 1.67) resets ``PagesManager.uses_pages_directory`` before each run, and a new
+    PagesManager sets it again because a ``pages/`` folder exists; the runner then executes the page file
+    alone (multipage v1) and skips ``app.py`` (its ``st.navigation`` call and the shared sidebar). The server
+    sets the flag once, to False, when ``st.navigation`` runs. Forcing it to False here gives the server's
+    behaviour.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    """One untrained checkpoint per method, in the shipped layout ``lake/<method>-5w1s.safetensors``."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    for method in ALL_METHODS:
+        kwargs = {"n_way": 5} if method in ("maml", "fomaml", "mann") else {}
+        if method == "finetune":
+            kwargs = {"n_classes": 20, "finetune_steps": 10}
+        if method in ("maml", "fomaml"):
+            kwargs.update(inner_steps=1, inner_lr=0.4)
+        model = fewshot.build_model(method, **kwargs)
+        fewshot.save_checkpoint(root / "lake" / f"{method}-5w1s.safetensors", model.eval(), method=method,
+                                metadata={"protocol": "lake", "image_size": 28, "n_way": 5, "n_shot": 1,
+                                          "n_query": 5, "val_accuracy": 0.5})
+    return root
+
+
+@pytest.fixture()
+def env(monkeypatch, checkpoint_dir, tmp_path):
+    """Checkpoints from the fixture; no Omniglot unless a test asks for it."""
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_DIR", str(checkpoint_dir))
+    monkeypatch.setenv("FEWSHOT_DATA_DIR", str(tmp_path / "no-omniglot-here"))
+    return monkeypatch
+
+
+@pytest.fixture()
+def with_data(env, omniglot_dir, omniglot_cache):
+    """The real Omniglot (conftest: a missing folder fails), decoded once per session."""
+    env.setenv("FEWSHOT_DATA_DIR", str(omniglot_dir))
+    env.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    return env
+
+
+def app(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def texts(at: AppTest) -> str:
+    """Every markdown, caption, alert and dataframe string of the finished run, joined."""
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption]
+    parts += [e.value for kind in (at.error, at.warning, at.info, at.success) for e in kind]
+    for frame in at.dataframe:
+        parts.append(frame.value.to_string())
+    return "\n".join(str(p) for p in parts)
+
+
+def canvas_state(kind: str | None, seed: int = 0) -> dict:
+    """What streamlit-drawable-canvas 0.13.0 keeps in session state after a drawing (``None``: an empty canvas)."""
+    import ui
+
+    if kind is None:
+        image = Image.new("RGBA", (210, 210), "white")
+        objects: list = []
+    else:
+        image = Image.open(io.BytesIO(ui.synthetic_symbol(kind, seed=seed))).convert("RGBA")
+        objects = [{"type": "path", "path": [["M", 10, 10], ["L", 100, 100]]}]
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return {"drawing": {"raw": {"objects": objects, "background": "#FFFFFF"}, "data": url}}
+
+
+SHAPES = ["circle", "cross", "triangle", "square", "bar"]
+
+
+def draw_task(at: AppTest, *, query: str = "triangle") -> None:
+    """Draw one example of each of five symbols and one query, as a browser would leave the canvases."""
+    for i, shape in enumerate(SHAPES):
+        at.session_state[f"draw_s{i}_0"] = canvas_state(shape, seed=i)
+        at.text_input(key=f"class_name_{i}").set_value(shape)
+    at.session_state["draw_q0"] = canvas_state(query, seed=99)
+    at.run()
+    assert not at.exception, at.exception
+
+
+def test_every_page_renders_without_data(env):
+    at = app()
+    assert at.title[0].value == "Few-shot learning lab"
+    assert "synthetic task" in texts(at)  # the live episode falls back to a built-in task
+    for page, title in [("build", "Build a task"), ("maml", "Watch MAML adapt"), ("embeddings", "Embedding explorer"),
+                        ("benchmark", "Benchmark"), ("inside", "Inside each method"), ("human", "You vs the model")]:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert at.title[0].value == title
+        if page in ("benchmark", "human"):
+            assert "FEWSHOT_DATA_DIR" in texts(at)
+    # the sidebar (drawn by app.py on every page): a device and a checkpoint per method, with protocol and accuracy
+    assert at.sidebar.radio(key="device").value == "cpu"
+    assert at.selectbox(key="ckpt_protonet").value == "lake/protonet-5w1s.safetensors"
+    assert "protocol **lake**" in "\n".join(c.value for c in at.sidebar.caption)
+
+
+def test_no_checkpoints_is_explained_and_own_folder_works(env, tmp_path, checkpoint_dir):
+    env.setenv("FEWSHOT_CHECKPOINT_DIR", str(tmp_path / "empty"))
+    at = app("build")
+    assert "No checkpoints found" in texts(at)
+    assert "build_method" not in [w.key for w in at.selectbox]
+    # the sidebar's "Also look in this folder": the user's own checkpoints
+    at.text_input(key="ckpt_extra_dir").set_value(str(checkpoint_dir / "lake")).run()
+    assert not at.exception, at.exception
+    own = str((checkpoint_dir / "lake" / "protonet-5w1s.safetensors").resolve())
+    assert at.selectbox(key="ckpt_protonet").value == own
+    assert "No checkpoints found" not in texts(at)
+    assert at.selectbox(key="build_method").options
+
+
+def test_build_classifies_drawn_task_with_every_method(env):
+    at = app("build")
+    draw_task(at)
+    assert "Class 1, example 1: drawn" in texts(at) and "Query 1: drawn" in texts(at)
+    assert len(at.image) >= 6  # what the model sees, under each drawing
+    at.selectbox(key="truth_draw_q0").set_value(2)  # the query is a triangle: class 3
+    at.selectbox(key="build_method").set_value("all")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    for method in ALL_METHODS:
+        assert f"Prediction for Query 1 ({fewshot.METHOD_TITLES[method]}):" in out, method
+    assert "Accuracy on the queries with a true class:" in out
+    table = at.dataframe[0].value  # one row per query, one column per method
+    assert list(table["true class"]) == ["triangle"] and len(table.columns) == 2 + len(ALL_METHODS)
+    assert not at.error
+
+
+def test_build_example_task_single_method_shows_probabilities(env):
+    at = app("build")
+    at.button(key="example_synthetic").click().run()
+    assert [at.text_input(key=f"class_name_{i}").value for i in range(5)] == SHAPES
+    at.selectbox(key="build_method").set_value("protonet")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    for j in range(1, 6):
+        assert f"Prediction for Query {j} (Prototypical Networks):" in out
+    assert ("✓ right" in out) or ("✗ wrong" in out)  # the example's queries carry their true class
+    bars = [f.value for f in at.dataframe if list(f.value.columns) == ["class", "probability"]]
+    assert len(bars) == 5 and all(abs(b["probability"].sum() - 1) < 1e-4 for b in bars)  # one per query
+    # changing the task invalidates the shown predictions instead of showing stale ones
+    at.session_state["draw_q0"] = canvas_state("circle", seed=5)
+    at.run()
+    assert "The task changed" in texts(at)
+
+
+def test_bad_input_gets_messages_and_keeps_the_rest(env):
+    at = app("build")
+    draw_task(at)
+    # a file that is not an image, uploaded for class 2
+    at.file_uploader(key="upload_s1").upload("notes.png", b"this is not a picture", "image/png").run()
+    assert not at.exception, at.exception
+    assert any("not an image" in e.value for e in at.error)
+    blank = io.BytesIO()
+    Image.new("RGB", (64, 64), "white").save(blank, format="JPEG")
+    at.file_uploader(key="upload_s1").upload("blank.jpg", blank.getvalue(), "image/jpeg").run()
+    assert any("looks blank" in e.value for e in at.error)
+    # duplicate and empty names
+    at.text_input(key="class_name_1").set_value("circle").run()
+    assert any("both called 'circle'" in e.value for e in at.error)
+    at.text_input(key="class_name_1").set_value("   ").run()
+    assert any("Class 2 has no name" in e.value for e in at.error)
+    at.text_input(key="class_name_1").set_value("cross").run()
+    # an empty canvas (drawn, then reset) and a class with no examples
+    at.session_state["draw_s4_0"] = canvas_state(None)
+    at.run()
+    assert "Class 5, example 1: empty" in texts(at)
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    assert any("Class 5 ('bar') has no examples" in e.value for e in at.error)
+    assert "Prediction for Query" not in texts(at)
+    # nothing else was lost
+    assert [at.text_input(key=f"class_name_{i}").value for i in range(5)] == SHAPES
+    assert "Class 1, example 1: drawn" in texts(at) and "Query 1: drawn" in texts(at)
+    # a real upload fixes class 5 and classification works
+    import ui
+
+    at.file_uploader(key="upload_s4").upload("bar.png", ui.synthetic_symbol("bar", seed=3), "image/png").run()
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    assert "Prediction for Query 1 (Prototypical Networks):" in texts(at)
+
+
+def test_task_survives_page_switches(env):
+    at = app("build")
+    draw_task(at)
+    at.switch_page("pages/inside.py").run()
+    assert not at.exception, at.exception
+    at.switch_page("pages/build.py").run()
+    assert not at.exception, at.exception
+    assert [at.text_input(key=f"class_name_{i}").value for i in range(5)] == SHAPES
+    assert "5/5 classes have examples · 1 queries" in texts(at)
+
+
+def test_maml_page_steps_and_plays(env):
+    at = app("build")
+    at.button(key="example_synthetic").click().run()
+    at.switch_page("pages/maml.py").run()
+    assert not at.exception, at.exception
+    at.slider(key="maml_steps").set_value(3)
+    at.button(key="maml_step").click().run()
+    assert not at.exception, at.exception
+    assert "Adapted: step 1 of 3" in texts(at)
+    at.button(key="maml_play").click().run()
+    assert not at.exception, at.exception
+    assert "Adapted: step 3 of 3 (done)" in texts(at)
+    steps_tables = [f.value for f in at.dataframe if "support loss" in f.value.columns]
+    assert steps_tables and list(steps_tables[0]["step"]) == [0, 1, 2, 3]
+    assert at.progress[0].value == 100
+    assert [m.label for m in at.metric][:2] == ["Support loss", "Support accuracy"]
+    assert "ProtoNet" in texts(at)
+    # first-order variant, other learning rate: back to step 0
+    at.radio(key="maml_variant").set_value("fomaml")
+    at.slider(key="maml_lr").set_value(0.1).run()
+    assert not at.exception, at.exception
+    assert "Adapted: step 0 of 3" in texts(at)
+
+
+def test_embedding_page_plots(env):
+    at = app("build")
+    at.button(key="example_synthetic").click().run()
+    at.switch_page("pages/embeddings.py").run()
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 1
+    assert "t-SNE" in charts[0].proto.spec
+    at.radio(key="emb_projection").set_value("PCA").run()
+    assert not at.exception, at.exception
+    assert "PCA" in at.get("plotly_chart")[0].proto.spec
+    # MAML: before vs after adaptation
+    at.selectbox(key="emb_method").set_value("maml").run()
+    at.slider(key="emb_maml_step").set_value(2).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_embedding_page_folder_source(env, tmp_path):
+    import ui
+
+    for i, shape in enumerate(SHAPES[:3]):
+        (tmp_path / "mine" / shape).mkdir(parents=True)
+        for k in range(4):
+            (tmp_path / "mine" / shape / f"{k}.png").write_bytes(ui.synthetic_symbol(shape, seed=k))
+    (tmp_path / "mine" / "circle" / "broken.png").write_bytes(b"nope")
+    at = app("embeddings")
+    at.radio(key="emb_source").set_value("folder").run()
+    at.text_input(key="emb_folder").set_value(str(tmp_path / "mine")).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 1
+    assert "skipped" in texts(at)
+    at.text_input(key="emb_folder").set_value(str(tmp_path / "missing")).run()
+    assert not at.exception and any("Cannot use that folder" in e.value for e in at.error)
+
+
+def test_inside_each_method(env):
+    at = app("inside")
+    assert "Use the example task" in [b.label for b in at.button][0]
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    for title in ["Prototypical Networks", "Matching Networks", "Siamese network", "Memory-augmented network (MANN)",
+                  "MAML (second order)", "Transfer baseline (pre-train + fine-tune)"]:
+        assert f"Answer of {title} for Query 1:" in out, title
+    assert len(at.get("plotly_chart")) >= 9
+
+
+def test_pages_with_omniglot(with_data):
+    at = app()
+    assert "Episode accuracy" in [m.label for m in at.metric]
+    at.switch_page("pages/build.py").run()
+    at.button(key="example_omniglot").click().run()
+    assert not at.exception, at.exception
+    assert "5/5 classes have examples · 5 queries" in texts(at)
+    at.button(key="classify").click().run()
+    assert "Prediction for Query 5 (Prototypical Networks):" in texts(at)
+
+
+def test_benchmark_runs_and_inspects(with_data):
+    at = app("benchmark")
+    at.number_input(key="bench_episodes").set_value(3)
+    at.multiselect(key="bench_methods").set_value(["protonet", "maml", "finetune"])
+    submit = [b for b in at.button if b.label == "Run benchmark"][0]
+    submit.click().run()
+    assert not at.exception, at.exception
+    frame = at.dataframe[0].value
+    assert list(frame["episodes"]) == [3, 3, 3]
+    assert frame["accuracy %"].between(0, 100).all() and (frame["± 95% CI"] >= 0).all()
+    assert list(frame["paper %"]) == [98.8, 98.7, 80.0]
+    assert "Episode accuracy" in texts(at)
+    at.number_input(key="bench_episode").set_value(2).run()
+    assert not at.exception, at.exception
+
+
+def test_you_vs_the_model(with_data):
+    at = app("human")
+    assert "Question 1 of 10" in [h.value for h in at.subheader]
+    at.button(key="human_submit").click().run()
+    assert any("Pick a number first" in w.value for w in at.warning)
+    at.radio(key="human_answer_1_0").set_value(3)
+    at.button(key="human_submit").click().run()
+    assert not at.exception, at.exception
+    assert "Your score:" in texts(at)
+    who = list(at.dataframe[0].value["who"])
+    assert who[0] == "You" and "Prototypical Networks" in who and who[-1].startswith("People in Lake")
+    at.button(key="human_next").click().run()
+    assert "Question 2 of 10" in [h.value for h in at.subheader]
+
+
+def test_cached_models_are_never_changed(env, checkpoint_dir):
+    """Classifying with every method leaves the shared cached models exactly as loaded."""
+    import ui
+
+    st.cache_resource.clear()
+    at = app("build")
+    draw_task(at)
+    at.selectbox(key="build_method").set_value("all")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    for method in ALL_METHODS:
+        path = checkpoint_dir / "lake" / f"{method}-5w1s.safetensors"
+        cached, _ = ui._load_model(str(path), path.stat().st_mtime, "cpu")
+        fresh, _ = fewshot.load_checkpoint(path)
+        assert not cached.training
+        for (name, a), (_, b) in zip(cached.state_dict().items(), fresh.state_dict().items()):
+            assert torch.equal(a, b), (method, name)
+        assert getattr(cached, "prototypes", None) is None and getattr(cached, "_support_ready", False) is False
