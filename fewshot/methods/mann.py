@@ -48,11 +48,13 @@ class MANN(FewShotClassifier):
         n_way: label width (tasks may use up to ``n_way`` classes).
         controller_size: LSTM hidden size. memory_slots, memory_width: memory shape.
         read_heads: number of read (and write) heads. gamma: usage decay.
+        key_strength: sharpen reads with a learned strength ``beta >= 1`` (NTM-style; ``False`` is
+            the paper's plain cosine softmax).
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, controller_size: int = 200,
                  memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4, gamma: float = 0.95,
-                 feature_dim: int | None = None):
+                 key_strength: bool = True, feature_dim: int | None = None):
         super().__init__()
         self.backbone = conv4(in_channels, hidden)
         dim = feature_dim if feature_dim is not None else hidden
@@ -60,10 +62,13 @@ class MANN(FewShotClassifier):
         self.controller = nn.LSTMCell(dim + n_way + read_heads * memory_width, controller_size)
         self.key = nn.Linear(controller_size, read_heads * memory_width)
         self.gate = nn.Linear(controller_size, read_heads)
+        # Key strength (as in the Neural Turing Machine): softmax(beta * cosine). Santoro et al. use
+        # beta = 1, which leaves reads over 128 slots nearly uniform and makes learning start very late.
+        self.strength = nn.Linear(controller_size, read_heads) if key_strength else None
         self.output = nn.Linear(controller_size + read_heads * memory_width, n_way)
         self.config = {"n_way": n_way, "in_channels": in_channels, "hidden": hidden, "controller_size": controller_size,
                        "memory_slots": memory_slots, "memory_width": memory_width, "read_heads": read_heads,
-                       "gamma": gamma, "feature_dim": dim}
+                       "gamma": gamma, "key_strength": key_strength, "feature_dim": dim}
         self.state: MemoryState | None = None
         self.last_read_weights: list[Tensor] = []
 
@@ -88,6 +93,8 @@ class MANN(FewShotClassifier):
         cleared = 1 - F.one_hot(state.usage.argmin(dim=1), self.slots).to(h.dtype).unsqueeze(-1)  # (B, N, 1)
         memory = state.memory * cleared + torch.einsum("brn,brw->bnw", write_weights, keys)
         similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)  # (B, R, N) cosine
+        if self.strength is not None:
+            similarity = similarity * (1 + F.softplus(self.strength(h))).unsqueeze(-1)  # beta >= 1
         read_weights = torch.softmax(similarity, dim=-1)
         reads = read_weights @ memory  # (B, R, W)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)

@@ -1,0 +1,34 @@
+"""Markdown table of the shipped checkpoints with the exact command that made each one.
+
+    python benchmarks/list_checkpoints.py > benchmarks/checkpoints.md
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fewshot import read_checkpoint_info  # noqa: E402
+
+
+def main() -> int:
+    print("| checkpoint | method | protocol | trained way/shot | steps | seconds | command |")
+    print("|---|---|---|---|---|---|---|")
+    for path in sorted((ROOT / "checkpoints").rglob("*.safetensors")):
+        meta = read_checkpoint_info(path)
+        history = meta.get("history") or [{}]
+        steps = (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done")
+        command = meta.get("command", "").replace("|", "\\|")
+        init = meta.get("init_backbone")
+        if init:
+            command += f" (backbone initialised from {Path(init['checkpoint']).name})"
+        print(f"| {path.relative_to(ROOT)} | {meta['method']} | {meta.get('protocol')} | "
+              f"{meta.get('n_way')}w{meta.get('n_shot')}s | {steps} | {history[-1].get('seconds', '')} | `{command}` |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
