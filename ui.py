@@ -134,14 +134,39 @@ def list_checkpoints() -> tuple[dict[str, list[str]], dict[str, dict], list[str]
     return by_method, metas, problems
 
 
-def describe_checkpoint(meta: dict) -> str:
-    """One line: protocol, task shape, validation accuracy."""
+@st.cache_data(show_spinner=False)
+def measured_accuracies(mtime: float | None = None) -> dict[str, list[dict]]:
+    """Test accuracies of the shipped checkpoints (``benchmarks/results/accuracy.json``) by checkpoint path."""
+    path = REPO / "benchmarks" / "results" / "accuracy.json"
+    out: dict[str, list[dict]] = {}
+    try:
+        import json
+
+        for record in json.loads(path.read_text()):
+            if "accuracy" in record and "checkpoint" in record:
+                key = str(Path(record["checkpoint"])).split("checkpoints/")[-1]
+                out.setdefault(key, []).append(record)
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def describe_checkpoint(meta: dict, checkpoint_id: str | None = None) -> str:
+    """One line: protocol, task shape, measured test accuracy (or validation accuracy)."""
     kwargs = meta.get("method_kwargs", {})
     way = meta.get("n_way") or kwargs.get("n_way")
     parts = [f"protocol **{meta.get('protocol') or meta.get('dataset') or '?'}**"]
     if way:
         parts.append(f"trained {way}-way {meta.get('n_shot', '?')}-shot")
-    if meta.get("val_accuracy") is not None:
+    results_file = REPO / "benchmarks" / "results" / "accuracy.json"
+    measured = measured_accuracies(results_file.stat().st_mtime if results_file.exists() else None)
+    records = measured.get(checkpoint_id or "", [])
+    best = [r for r in records if (r["n_way"], r["n_shot"]) == (5, 1)] or records
+    if best:
+        r = best[0]
+        parts.append(f"test {100 * r['accuracy']:.1f}% ± {100 * r['ci95']:.1f} ({r['n_way']}-way {r['n_shot']}-shot, "
+                     f"{r['protocol']} test split)")
+    elif meta.get("val_accuracy") is not None:
         parts.append(f"val {100 * meta['val_accuracy']:.1f}%")
     else:
         parts.append("no validation accuracy recorded")
@@ -266,7 +291,7 @@ def sidebar() -> None:
                 if st.session_state.get(key) not in paths:
                     st.session_state[key] = _default_checkpoint(method, paths)
                 chosen = st.selectbox(method_label(method), paths, key=key)
-                st.caption(describe_checkpoint(metas[chosen]))
+                st.caption(describe_checkpoint(metas[chosen], chosen))
             st.text_input("Also look in this folder", key="ckpt_extra_dir", placeholder="/path/to/my/checkpoints",
                           help="Your own checkpoints (written by `python -m fewshot train`), on the machine "
                                "running the app.")

@@ -52,6 +52,7 @@ def _evaluate(job: tuple[str, int, int], args: argparse.Namespace) -> dict:
         return {"recipe": name, "n_way": way, "n_shot": shot, "error": proc.stderr.strip()[-500:]}
     result = json.loads(proc.stdout)
     result["recipe"] = name
+    result["checkpoint"] = out  # relative to the repository root
     result["command"] = " ".join(["python -m fewshot"] + cmd[3:]).replace(str(ROOT) + "/", "")
     return result
 
