@@ -90,7 +90,7 @@ def render(results: list[dict]) -> str:
             method = recipe[recipe.index("--method") + 1]
             methods.append((method, name, out))
         for method in PAPER:
-            rows = [(n, o) for m, n, o in methods if m == method]
+            rows = [(n, o) for m, n, o in methods if m == method and any(k[0] == n for k in by)]
             if not rows:
                 continue
             cells = []
@@ -107,7 +107,7 @@ def render(results: list[dict]) -> str:
                     mark = "≥" if 100 * r["accuracy"] >= ref else "<"
                     text += f" ({mark} {ref})"
                 cells.append(text)
-            ckpts = ", ".join(sorted({Path(o).name for _, o in rows}))
+            ckpts = ", ".join(sorted({Path(o).name for n, o in rows}))
             lines.append(f"| {method} | {ckpts} | " + " | ".join(cells) + " |")
         lines.append("")
     mann = [r for r in results if "instance_accuracy" in r]
