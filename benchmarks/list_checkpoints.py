@@ -22,6 +22,8 @@ def main() -> int:
         history = meta.get("history") or [{}]
         steps = (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done")
         command = meta.get("command", "").replace("|", "\\|")
+        for resumed in meta.get("resumed_with", []):
+            command += f" ; then {resumed}"
         init = meta.get("init_backbone")
         if init:
             command += f" (backbone initialised from {Path(init['checkpoint']).name})"
