@@ -257,6 +257,15 @@ def get_model(method: str) -> Loaded:
     return Loaded(method, model, meta, str(path), f"{path}:{mtime}:{device}")
 
 
+def require_model(method: str) -> Loaded:
+    """:func:`get_model`, or a warning in the page and ``st.stop()`` when the model is unavailable."""
+    try:
+        return get_model(method)
+    except ModelUnavailable as exc:
+        st.warning(str(exc))
+        st.stop()
+
+
 def available_methods() -> list[str]:
     by_method, _, _ = list_checkpoints()
     return [m for m in fewshot.METHODS if by_method[m]]

@@ -28,11 +28,7 @@ ui.bind("emb_perplexity", 10)
 perplexity = c4.slider("t-SNE perplexity", 2, 50, key="emb_perplexity", disabled=projection != "t-SNE",
                        help="Roughly how many neighbours each point pays attention to; clamped below the number "
                             "of points.")
-try:
-    loaded = ui.get_model(method)
-except ui.ModelUnavailable as exc:
-    st.warning(str(exc))
-    st.stop()
+loaded = ui.require_model(method)
 size = loaded.image_size
 
 # ---- the points

@@ -33,11 +33,7 @@ if not methods:
     st.stop()
 ui.bind_choice("home_method", "protonet", methods, methods[0])
 method = st.selectbox("Model", methods, format_func=ui.method_label, key="home_method")
-try:
-    loaded = ui.get_model(method)
-except ui.ModelUnavailable as exc:
-    st.warning(str(exc))
-    st.stop()
+loaded = ui.require_model(method)
 
 dataset = ui.omniglot("lake", "test", loaded.image_size, explain=False)
 if dataset is not None:

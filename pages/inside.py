@@ -67,40 +67,35 @@ def heatmap(matrix, x_labels, y_labels, title: str, key: str) -> None:
     st.plotly_chart(fig, key=key)
 
 
+def scores(method: str, key: str, labels, bar_title: str, x_title: str, heat_title: str) -> None:
+    """The method's answer, its per-item scores for the chosen query, and all queries as a heatmap."""
+    loaded, out = run(method)
+    if out is not None:
+        answer_line(loaded, out["probabilities"])
+        bar(out[key][q], labels, bar_title, f"inside_{method}_bar", x_title=x_title)
+        heatmap(out[key], labels, [f"Query {j + 1}" for j in range(len(view.queries))], heat_title,
+                f"inside_{method}_heat")
+
+
 tabs = st.tabs(["Prototypical Networks", "Matching Networks", "Siamese network", "MANN", "MAML", "Transfer baseline"])
 
 with tabs[0]:
     st.markdown("Each class is the **mean embedding** of its support examples (its prototype). The query goes to "
                 "the nearest prototype; probabilities are a softmax over **negative squared distances**.")
-    loaded, out = run("protonet")
-    if out is not None:
-        answer_line(loaded, out["probabilities"])
-        bar(out["distances"][q], view.names, "Distance from the query to each prototype (smaller = closer)",
-            "inside_proto_bar", x_title="squared Euclidean distance")
-        heatmap(out["distances"], view.names, [f"Query {j + 1}" for j in range(len(view.queries))],
-                "All queries × prototypes", "inside_proto_heat")
+    scores("protonet", "distances", view.names, "Distance from the query to each prototype (smaller = closer)",
+           "squared Euclidean distance", "All queries × prototypes")
 
 with tabs[1]:
     st.markdown("The query **attends** to every support example: a softmax over cosine similarities of the "
                 "embeddings. A class's probability is the total attention on its examples.")
-    loaded, out = run("matching")
-    if out is not None:
-        answer_line(loaded, out["probabilities"])
-        bar(out["attention"][q], support_names, "Attention of the query on each support example",
-            "inside_matching_bar", x_title="attention weight")
-        heatmap(out["attention"], support_names, [f"Query {j + 1}" for j in range(len(view.queries))],
-                "All queries × support examples", "inside_matching_heat")
+    scores("matching", "attention", support_names, "Attention of the query on each support example",
+           "attention weight", "All queries × support examples")
 
 with tabs[2]:
     st.markdown("A learned, weighted L1 distance between two embeddings gives the probability that two images "
                 "show **the same character**. Each class scores its most similar example.")
-    loaded, out = run("siamese")
-    if out is not None:
-        answer_line(loaded, out["probabilities"])
-        bar(out["similarity"][q], support_names, "P(same class) for the query and each support example",
-            "inside_siamese_bar", x_title="similarity")
-        heatmap(out["similarity"], support_names, [f"Query {j + 1}" for j in range(len(view.queries))],
-                "All queries × support examples", "inside_siamese_heat")
+    scores("siamese", "similarity", support_names, "P(same class) for the query and each support example",
+           "similarity", "All queries × support examples")
 
 with tabs[3]:
     st.markdown("The memory-augmented network reads the support set as a sequence (each image with its label one "

@@ -30,11 +30,7 @@ variant = c1.radio("MAML variant", available, key="maml_variant", format_func=ui
                    help="Second- and first-order MAML differ in meta-training only (whether the meta-gradient "
                         "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
                         "so this picks which trained checkpoint to start from.")
-try:
-    loaded = ui.get_model(variant)
-except ui.ModelUnavailable as exc:
-    st.warning(str(exc))
-    st.stop()
+loaded = ui.require_model(variant)
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
 ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0))
 ui.bind("maml_steps", 5)
