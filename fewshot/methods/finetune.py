@@ -32,9 +32,10 @@ class FineTuneBaseline(FewShotClassifier):
     """
 
     def __init__(self, n_classes: int = 964, *, in_channels: int = 1, hidden: int = 64, finetune_steps: int = 100,
-                 finetune_lr: float = 0.01, finetune_backbone: bool = False, feature_dim: int | None = None):
+                 finetune_lr: float = 0.01, finetune_backbone: bool = False, feature_dim: int | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
-        self.backbone = conv4(in_channels, hidden)
+        self.backbone = backbone if backbone is not None else conv4(in_channels, hidden)
         dim = feature_dim if feature_dim is not None else hidden
         self.classifier = nn.Linear(dim, n_classes)
         self.finetune_steps, self.finetune_lr, self.finetune_backbone = finetune_steps, finetune_lr, finetune_backbone

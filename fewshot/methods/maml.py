@@ -168,13 +168,15 @@ class MAML(FewShotClassifier):
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
                  inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
-                 first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None):
+                 first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
+                 backbone: nn.Module | None = None):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
         if inner_steps < 0 or (inner_steps_test is not None and inner_steps_test < 0):
             raise ValueError("inner_steps must be >= 0")
-        backbone = conv4(in_channels, hidden, track_running_stats=False)
+        if backbone is None:  # a given backbone (e.g. photo mode's frozen features) adapts only what it exposes
+            backbone = conv4(in_channels, hidden, track_running_stats=False)
         dim = feature_dim if feature_dim is not None else hidden
         self.net = _Classifier(backbone, nn.Linear(dim, n_way))
         self.n_way, self.first_order, self.batch_norm = n_way, first_order, batch_norm
