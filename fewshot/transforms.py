@@ -24,6 +24,8 @@ __all__ = [
     "to_ink",
     "center_ink",
     "preprocess_image",
+    "to_rgb",
+    "preprocess_photo",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -153,3 +155,53 @@ def preprocess_image(
     if center:
         ink = center_ink(ink)
     return torch.from_numpy(resize_ink(ink, image_size).copy()).unsqueeze(0)
+
+
+def to_rgb(image: Image.Image) -> np.ndarray:
+    """Colour array ``(H, W, 3)`` float32 in ``[0, 1]`` with EXIF rotation applied (the photo path).
+
+    Transparent pixels are composited over white (a cut-out object or an emoji on a white page);
+    greyscale, palette and 16-bit images become RGB.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return (rgba[..., :3] * alpha + (1.0 - alpha)).astype(np.float32)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def preprocess_photo(
+    source: str | Path | bytes | Image.Image | np.ndarray,
+    image_size: int = 160,
+    *,
+    name: str | None = None,
+) -> torch.Tensor:
+    """Any photo (file, bytes, PIL image or ``(H, W, 3)`` array in [0, 1]) -> ``(3, image_size, image_size)``.
+
+    The shorter side is resized to ``image_size`` (antialiased) and the centre square is kept, so the
+    aspect ratio is preserved. Values are RGB in ``[0, 1]``; normalisation belongs to the backbone.
+
+    Raises:
+        ImageError: the input cannot be decoded.
+    """
+    if isinstance(source, np.ndarray):
+        if source.ndim != 3 or source.shape[2] != 3:
+            raise ImageError(f"{name or 'array'}: expected an (H, W, 3) RGB array, got shape {source.shape}")
+        rgb = np.clip(source.astype(np.float32), 0.0, 1.0)
+    else:
+        rgb = to_rgb(open_image(source, name=name))
+    pil = Image.fromarray(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
+    scale = image_size / min(pil.width, pil.height)
+    width, height = max(image_size, round(pil.width * scale)), max(image_size, round(pil.height * scale))
+    pil = pil.resize((width, height), Image.LANCZOS)
+    left, top = (width - image_size) // 2, (height - image_size) // 2
+    pil = pil.crop((left, top, left + image_size, top + image_size))
+    arr = np.asarray(pil, dtype=np.float32) / 255.0  # (S, S, 3)
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
