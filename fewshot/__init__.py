@@ -14,7 +14,7 @@ from .methods import (MAML, MANN, METHOD_TITLES, METHODS, AdaptStep, FewShotClas
 from .omniglot import PROTOCOLS, DataNotFoundError, load_omniglot, resolve_data_dir
 from .tasks import Task, TaskSampler, make_task
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainResult, TrainState, evaluate, resolve_device, train
-from .transforms import ImageError, preprocess_image
+from .transforms import ImageError, preprocess_image, preprocess_photo
 
 __version__ = "0.1.0"
 
@@ -30,5 +30,5 @@ __all__ = [
     "PROTOCOLS", "DataNotFoundError", "load_omniglot", "resolve_data_dir",
     "Task", "TaskSampler", "make_task",
     "EvalResult", "NonFiniteLossError", "StepLog", "TrainResult", "TrainState", "evaluate", "resolve_device", "train",
-    "ImageError", "preprocess_image",
+    "ImageError", "preprocess_image", "preprocess_photo",
 ]
