@@ -640,6 +640,7 @@ class TaskView:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     name_errors: list[str] = field(default_factory=list)  # the subset of ``errors`` about class names
+    mode: str = "drawn"  # "photo": a photo task (photo_ui.py); its tensors are EfficientNet features
 
     @property
     def n_way(self) -> int:
@@ -650,7 +651,14 @@ class TaskView:
         return not self.errors and bool(self.queries)
 
     def tensors(self, image_size: int = 28) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``support_images (S,1,H,W)``, ``support_labels (S,)``, ``query_images (Q,1,H,W)``."""
+        """``support_images (S,1,H,W)``, ``support_labels (S,)``, ``query_images (Q,1,H,W)``.
+
+        A photo task gives features instead: ``(S, 1280)``, ``(S,)``, ``(Q, 1280)`` (``image_size`` unused).
+        """
+        if self.mode == "photo":
+            import photo_ui
+
+            return photo_ui.photo_tensors(self)
         images, labels = [], []
         for c, examples in enumerate(self.support):
             for ex in examples:
@@ -680,9 +688,17 @@ def _has_ink(png: bytes) -> bool:
         return False
 
 
-def collect_task() -> TaskView:
-    """Read the store and check it: names, examples per class, queries. Never raises for bad user input."""
+def collect_task(*, photos: bool = False) -> TaskView:
+    """Read the store and check it: names, examples per class, queries. Never raises for bad user input.
+
+    With ``photos=True`` (pages that handle photo mode) and the task builder's switch on "Photos", the photo
+    task (``photo_ui.collect_photo_task``); otherwise the drawn task.
+    """
     store = task_store()
+    if photos and store.get("mode") == "photo":
+        import photo_ui
+
+        return photo_ui.collect_photo_task()
     n_way, n_shot = store["n_way"], store["n_shot"]
     names = [str(n).strip() for n in store["names"][:n_way]]
     errors: list[str] = []
@@ -745,6 +761,12 @@ def task_or_example_prompt(view: TaskView, *, need_queries: bool = True) -> bool
     st.info("This page works on the task from **Build a task** (your drawings and uploads). "
             "It is not complete yet:")
     show_task_problems(view)
+    if view.mode == "photo":
+        import photo_ui
+
+        st.button("Use the example task (generated photos)", key=f"example_here_{_page_tag()}",
+                  on_click=photo_ui.load_example)
+        return False
     st.button("Use the example task (synthetic symbols)", key=f"example_here_{_page_tag()}",
               on_click=load_synthetic_example)
     return False
@@ -811,10 +833,11 @@ def clear_canvas(key: str) -> None:
     st.session_state.pop(key, None)
 
 
-def upload_cell(slot: str, label: str, *, help: str | None = None) -> None:
+def upload_cell(slot: str, label: str, *, help: str | None = None, photo: bool = False) -> None:
     """A multi-file uploader whose files are copied into the task store (so they outlive the widget).
 
-    A file that is not an image is reported in the page and not added.
+    A file that is not an image is reported in the page and not added. ``photo=True``: checked on the photo
+    path (``fewshot.preprocess_photo``), where a plain picture is not "blank".
     """
     store = task_store()
     key = f"upload_{slot}"
@@ -830,11 +853,14 @@ def upload_cell(slot: str, label: str, *, help: str | None = None) -> None:
         f = now[file_id]
         data = f.getvalue()
         try:
-            ink = fewshot.preprocess_image(data, 28, center=True, name=f.name)
+            if photo:
+                fewshot.preprocess_photo(data, 32, name=f.name)  # decodes it: the photo path's checks
+            else:
+                ink = fewshot.preprocess_image(data, 28, center=True, name=f.name)
         except fewshot.ImageError as exc:
             errors[file_id] = str(exc)
             continue
-        if float(ink.max()) < 0.05:
+        if not photo and float(ink.max()) < 0.05:
             errors[file_id] = f"{f.name}: the image looks blank (no strokes found); upload a picture of a symbol"
             continue
         bucket[file_id] = {"name": f.name, "png": data, "source": "upload"}
@@ -884,7 +910,8 @@ def _private_copy(model):
 
 
 def _device_of(model) -> torch.device:
-    return next(model.parameters()).device
+    param = next(model.parameters(), None)  # photo mode's ProtoNet/Matching have no parameters: CPU
+    return param.device if param is not None else torch.device("cpu")
 
 
 def check_way(loaded: Loaded, n_way: int) -> str | None:
@@ -986,7 +1013,9 @@ def maml_steps(loaded: Loaded, support_images: torch.Tensor, support_labels: tor
         for name, w in s.weights.items():
             layer = _layer_name(name)
             moved[layer] = moved.get(layer, 0.0) + float((w - start[name]).float().pow(2).sum())
-        change = {layer: math.sqrt(moved[layer]) / max(math.sqrt(norms[layer]), 1e-12) for layer in moved}
+        # Relative to the start; a layer that starts at zero (photo mode's head) reports its absolute change.
+        change = {layer: math.sqrt(moved[layer]) / (math.sqrt(norms[layer]) if norms[layer] > 0 else 1.0)
+                  for layer in moved}
         probs = torch.softmax(s.query_logits[:, :n_way].float(), dim=1).cpu().numpy() if s.query_logits is not None \
             else np.zeros((0, n_way), dtype=np.float32)
         yield MamlStep(s.step, s.support_loss, s.support_accuracy, probs, change)

@@ -317,7 +317,8 @@ def synthetic_photo(kind: str, seed: int, size: int = 200) -> bytes:
         draw.ellipse((x0, y0, x1, y1), fill=shade((220, 40, 30)))
         draw.ellipse((x0 + s * 0.2, y0 + s * 0.15, x0 + s * 0.4, y0 + s * 0.35), fill=(255, 230, 220))
     elif kind == "mug":
-        draw.ellipse((x0 + s * 0.55, y0 + s * 0.3, x1, y0 + s * 0.75), outline=shade((30, 70, 200)), width=int(s * 0.08))
+        draw.ellipse((x0 + s * 0.55, y0 + s * 0.3, x1, y0 + s * 0.75), outline=shade((30, 70, 200)),
+                     width=int(s * 0.08))
         draw.rectangle((x0, y0 + s * 0.1, x0 + s * 0.7, y1), fill=shade((30, 70, 200)))
     elif kind == "tree":
         draw.rectangle((cx - s * 0.08, cy + s * 0.2, cx + s * 0.08, y1), fill=shade((110, 70, 30)))

@@ -3,26 +3,40 @@
 import fewshot
 import streamlit as st
 
+import photo_ui
 import ui
 
 st.title("Build a task")
-st.markdown("Name your classes, **draw** (or upload) an example of each, then draw a **query** and classify it. "
-            "Draw big, filling the box: every drawing is cropped to its ink, centred and shrunk to the model's "
-            "28×28 input, the way Omniglot characters look (*what the model sees* is shown under each one).")
-
 store = ui.task_store()
+photo = photo_ui.mode_switch() == "photo"
+if photo:
+    st.markdown("Name your classes, **upload 1–5 photos** of each (or take them with the camera), then add query "
+                "photos and classify them. Photos go to a frozen ImageNet-pretrained EfficientNet-Lite0; each "
+                "method classifies its 1280-d features (no training, nothing downloaded).")
+else:
+    st.markdown("Name your classes, **draw** (or upload) an example of each, then draw a **query** and classify it. "
+                "Draw big, filling the box: every drawing is cropped to its ink, centred and shrunk to the model's "
+                "28×28 input, the way Omniglot characters look (*what the model sees* is shown under each one).")
+
 data_folder, _ = ui.omniglot_dir()
 
 with st.container(horizontal=True):
-    st.button("Load the example task (synthetic symbols)", key="example_synthetic",
-              on_click=ui.load_synthetic_example,
-              help="Five symbols drawn by the program (circle, cross, triangle, square, bar) and a query of each.")
-    if data_folder is not None:
+    if photo:
+        st.button("Load the example task (generated photos)", key="example_photos", on_click=photo_ui.load_example,
+                  help="Five everyday objects drawn by the program (ball, mug, tree, banana, book) at random "
+                       "places, sizes and colours, K photos each and a query of each.")
+        st.button("Clear the photos", key="clear_photos", on_click=photo_ui.clear_photos)
+    else:
+        st.button("Load the example task (synthetic symbols)", key="example_synthetic",
+                  on_click=ui.load_synthetic_example,
+                  help="Five symbols drawn by the program (circle, cross, triangle, square, bar) and a query of each.")
+    if data_folder is not None and not photo:
         st.button("Load an example task from Omniglot", key="example_omniglot", on_click=ui.load_omniglot_example,
                   help="N characters from the evaluation alphabets (never seen by the lake-protocol models), "
                        "K examples each and one query per class.")
-    st.button("Clear the task", key="clear_task", on_click=ui.clear_task)
-if data_folder is None:
+    if not photo:
+        st.button("Clear the task", key="clear_task", on_click=ui.clear_task)
+if data_folder is None and not photo:
     st.caption("Set FEWSHOT_DATA_DIR to the Omniglot folder to get example tasks from Omniglot.")
 
 # ---- task shape (widgets mirror the store, so the values survive page switches)
@@ -32,22 +46,28 @@ ui.bind("n_queries", store["n_queries"])
 ui.bind("stroke_width", store["stroke"])
 c1, c2, c3, c4 = st.columns(4)
 store["n_way"] = c1.slider("Classes (N-way)", 2, ui.MAX_WAY, key="n_way")
-store["n_shot"] = c2.slider("Drawings per class (K-shot)", 1, ui.MAX_SHOT, key="n_shot")
-store["n_queries"] = c3.slider("Query drawings", 1, ui.MAX_QUERY_CANVASES, key="n_queries")
-store["stroke"] = c4.slider("Pen width", 6, 14, key="stroke_width",
-                            help="About 10 on the 210-pixel canvas matches Omniglot's stroke width.")
+if not photo:  # photo mode: as many photos per class and queries as are uploaded
+    store["n_shot"] = c2.slider("Drawings per class (K-shot)", 1, ui.MAX_SHOT, key="n_shot")
+    store["n_queries"] = c3.slider("Query drawings", 1, ui.MAX_QUERY_CANVASES, key="n_queries")
+    store["stroke"] = c4.slider("Pen width", 6, 14, key="stroke_width",
+                                help="About 10 on the 210-pixel canvas matches Omniglot's stroke width.")
 n_way, n_shot = store["n_way"], store["n_shot"]
 size = ui.CANVAS_SIZE
 
 # ---- support set: a grid of class cards (three per row for one drawing each, fewer for more)
 st.subheader("Support set")
-per_row = 3 if n_shot == 1 else 2 if n_shot == 2 else 1
+if photo:
+    photo_ui.camera(n_way, store["names"][:n_way])
+per_row = 3 if n_shot == 1 or photo else 2 if n_shot == 2 else 1
 for row_start in range(0, n_way, per_row):
     cards = st.columns(per_row)
     for i, card in zip(range(row_start, min(row_start + per_row, n_way)), cards):
         with card.container(border=True):
             ui.bind(f"class_name_{i}", store["names"][i])
             store["names"][i] = st.text_input(f"Class {i + 1} name", key=f"class_name_{i}", max_chars=40)
+            if photo:
+                photo_ui.class_photos(i)
+                continue
             canvas_cols = st.columns(n_shot) if n_shot <= 2 else st.columns(min(n_shot, 3))
             for j in range(n_shot):
                 with canvas_cols[j % len(canvas_cols)]:
@@ -63,7 +83,7 @@ for row_start in range(0, n_way, per_row):
 
 # ---- queries
 st.subheader("Queries")
-view = ui.collect_task()
+view = ui.collect_task(photos=True)
 UNKNOWN = -1
 truth_options = [UNKNOWN, *range(n_way)]
 
@@ -77,35 +97,38 @@ def known(value):
 
 
 with st.container(border=True):
-    ui.upload_cell("q", "Upload query images", help="Each uploaded image becomes one query.")
-    q_cols = st.columns(min(max(store["n_queries"], 3), 4))
-    for j in range(store["n_queries"]):
-        key = ui.query_canvas_key(j)
-        with q_cols[j % len(q_cols)]:
-            ui.canvas_cell(key, f"Query {j + 1}", size=size)
-            current = store["truth"].get(key)
-            ui.bind_choice(f"truth_{key}", current, truth_options, UNKNOWN)
-            store["truth"][key] = known(st.selectbox("True class (optional)", truth_options, format_func=truth_label,
-                                                     key=f"truth_{key}"))
-    uploaded_q = store["uploads"].get("q", {})
-    if uploaded_q:
-        st.caption("Uploaded queries, as the model sees them:")
-        up_cols = st.columns(min(len(uploaded_q), 6))
-        for k, (uid, up) in enumerate(uploaded_q.items()):
-            with up_cols[k % len(up_cols)]:
-                ui.show_model_input(up["png"], caption=up["name"], scale=2)
-                current = store["truth"].get(f"up:{uid}")
-                ui.bind_choice(f"truth_up_{uid}", current, truth_options, UNKNOWN)
-                store["truth"][f"up:{uid}"] = known(st.selectbox("True class", truth_options, format_func=truth_label,
-                                                                 key=f"truth_up_{uid}"))
-        st.button("Remove uploaded queries", key="clear_up_q", on_click=ui.remove_uploads, args=("q",))
+    if photo:
+        photo_ui.query_photos(truth_options, truth_label, known)
+    else:
+        ui.upload_cell("q", "Upload query images", help="Each uploaded image becomes one query.")
+        q_cols = st.columns(min(max(store["n_queries"], 3), 4))
+        for j in range(store["n_queries"]):
+            key = ui.query_canvas_key(j)
+            with q_cols[j % len(q_cols)]:
+                ui.canvas_cell(key, f"Query {j + 1}", size=size)
+                current = store["truth"].get(key)
+                ui.bind_choice(f"truth_{key}", current, truth_options, UNKNOWN)
+                store["truth"][key] = known(st.selectbox("True class (optional)", truth_options,
+                                                         format_func=truth_label, key=f"truth_{key}"))
+        uploaded_q = store["uploads"].get("q", {})
+        if uploaded_q:
+            st.caption("Uploaded queries, as the model sees them:")
+            up_cols = st.columns(min(len(uploaded_q), 6))
+            for k, (uid, up) in enumerate(uploaded_q.items()):
+                with up_cols[k % len(up_cols)]:
+                    ui.show_model_input(up["png"], caption=up["name"], scale=2)
+                    current = store["truth"].get(f"up:{uid}")
+                    ui.bind_choice(f"truth_up_{uid}", current, truth_options, UNKNOWN)
+                    store["truth"][f"up:{uid}"] = known(st.selectbox("True class", truth_options,
+                                                                     format_func=truth_label, key=f"truth_up_{uid}"))
+            st.button("Remove uploaded queries", key="clear_up_q", on_click=ui.remove_uploads, args=("q",))
 
 # ---- classify
 st.subheader("Classify")
-view = ui.collect_task()
-methods = ui.available_methods()
+view = ui.collect_task(photos=True)
+methods = photo_ui.methods_for(view)
 if not methods:
-    st.warning("No checkpoints found, so no model can classify yet; see the sidebar.")
+    st.warning(photo_ui.no_methods_message(view))
     st.stop()
 choices = ["all", *methods]
 ui.bind_choice("build_method", "protonet", choices, methods[0])
@@ -125,7 +148,7 @@ if clicked and view.can_classify:
     with st.spinner("Classifying…"):
         for m in methods if method == "all" else [method]:
             try:
-                loaded = ui.get_model(m)
+                loaded = photo_ui.model_for(view, m)
                 sx, sy, qx = view.tensors(loaded.image_size)
                 results[m] = ui.predict(loaded, sx, sy, qx)
             except (ui.ModelUnavailable, ValueError, fewshot.ImageError) as exc:
@@ -160,7 +183,7 @@ if saved and saved["fingerprint"] == view.fingerprint() and saved["n_way"] == vi
         with st.container(border=True):
             left, right = st.columns([1, 4])
             with left:
-                ui.show_model_input(q.png, caption=f"Query {j + 1} ({q.label})", scale=3)
+                photo_ui.show_input(view, q.png, caption=f"Query {j + 1} ({q.label})", scale=3)
             with right:
                 for m, probs in results.items():
                     pred = int(probs[j].argmax())

@@ -5,6 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+import photo_ui
 import ui
 
 st.title("Embedding explorer")
@@ -12,15 +13,16 @@ st.markdown("Each point is one image embedded by the chosen model's backbone, ma
             "Hover a point to see what it is; click it to see the image. Stars are class prototypes (the mean "
             "embedding of a class's support examples).")
 
-methods = ui.available_methods()
+photo = photo_ui.is_photo()  # the task builder's "Photos" switch: the task's photos, EfficientNet-Lite0 features
+methods = photo_ui.methods() if photo else ui.available_methods()
 if not methods:
-    st.warning("No checkpoints found; see the sidebar.")
+    st.warning(photo_ui.backend_problem() if photo else "No checkpoints found; see the sidebar.")
     st.stop()
 
 SOURCES = {"task": "The current task (Build a task)", "omniglot": "Omniglot characters (evaluation alphabets)",
            "folder": "A folder of class subfolders (your own data)"}
 c1, c2, c3, c4 = st.columns([2, 1.3, 1, 1.3])
-source = c1.radio("Points", list(SOURCES), format_func=SOURCES.get, key="emb_source")
+source = c1.radio("Points", ["task"] if photo else list(SOURCES), format_func=SOURCES.get, key="emb_source")
 ui.bind_choice("emb_method", "protonet", methods, methods[0])
 method = c2.selectbox("Model", methods, format_func=ui.method_label, key="emb_method")
 projection = c3.radio("Map", ["t-SNE", "PCA"], key="emb_projection")
@@ -28,18 +30,23 @@ ui.bind("emb_perplexity", 10)
 perplexity = c4.slider("t-SNE perplexity", 2, 50, key="emb_perplexity", disabled=projection != "t-SNE",
                        help="Roughly how many neighbours each point pays attention to; clamped below the number "
                             "of points.")
-loaded = ui.require_model(method)
+loaded = photo_ui.get_model(method) if photo else ui.require_model(method)
 size = loaded.image_size
+if photo:
+    st.caption("Photo task (switch in **Build a task**): each point is one of your photos, embedded by the frozen "
+               "ImageNet-pretrained EfficientNet-Lite0 (1280-d features) that every photo-mode method shares.")
 
 # ---- the points
 if source == "task":
-    view = ui.collect_task()
+    view = ui.collect_task(photos=True)
     if view.errors:
         ui.task_or_example_prompt(view, need_queries=False)
         st.stop()
     points = ui.points_from_view(view, size)
     data_folder, _ = ui.omniglot_dir()
-    if data_folder is not None:
+    if photo:
+        pngs = photo_ui.task_pngs(view)
+    elif data_folder is not None:
         b1, b2 = st.columns(2)
         background = b1.checkbox("Add Omniglot characters as background", key="emb_background")
         ui.bind("emb_n_background", 20)
@@ -86,7 +93,10 @@ if len(points) < 3:
 # ---- MAML: embeddings before and after the inner loop
 maml_step = None
 inner_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
-if method in ("maml", "fomaml") and points.n_support:
+if method in ("maml", "fomaml") and points.n_support and photo:
+    st.caption("Photo mode: MAML adapts only a linear head on the frozen features, so the embedding does not move "
+               "with adaptation; watch the head adapt on **Watch MAML adapt**.")
+elif method in ("maml", "fomaml") and points.n_support:
     message = ui.check_way(loaded, max(points.support_labels()) + 1)
     if message:
         st.info(message + " The map shows the meta-learned embedding only.")
@@ -118,6 +128,11 @@ def chart(step, key: str, title: str):
     return event, frame
 
 
+def picture(i: int, scale: int):
+    """Point ``i`` as the model sees it: the photo (photo mode) or the enlarged ink."""
+    return photo_ui.model_view(pngs[i]) if photo else ui.display_ink(points.image(i), scale)
+
+
 def show_selection(event, frame) -> None:
     selected = (event or {}).get("selection", {}).get("points", []) if event else []
     if not selected:
@@ -133,10 +148,10 @@ def show_selection(event, frame) -> None:
         st.markdown(f"**{row['label']}**: the mean of these support examples")
         cols = st.columns(min(max(len(members), 1), 8))
         for col, i in zip(cols, members):
-            col.image(ui.display_ink(points.image(i), 3))
+            col.image(picture(i, 3))
     else:
         st.markdown(f"**{row['label']}** · {row['role']} · class {row['class']}")
-        st.image(ui.display_ink(points.image(int(index)), 4), caption="what the model sees")
+        st.image(picture(int(index), 4), caption="what the model sees")
 
 
 if maml_step:

@@ -5,6 +5,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+import photo_ui
 import ui
 
 st.title("Watch MAML adapt")
@@ -15,14 +16,19 @@ st.markdown(
     "function). BatchNorm uses the support set's statistics, so every query is answered on its own."
 )
 
-view = ui.collect_task()
+view = ui.collect_task(photos=True)
 if not ui.task_or_example_prompt(view):
     st.stop()
 
-available = [m for m in ("maml", "fomaml") if m in ui.available_methods()]
+available = [m for m in ("maml", "fomaml") if m in photo_ui.methods_for(view)]
 if not available:
-    st.warning("No MAML checkpoint found (maml or fomaml); see the sidebar.")
+    st.warning(photo_ui.no_methods_message(view) if view.mode == "photo"
+               else "No MAML checkpoint found (maml or fomaml); see the sidebar.")
     st.stop()
+if view.mode == "photo":
+    st.info("Photo task: MAML adapts a linear head on the frozen EfficientNet-Lite0 features (ANIL-style), "
+            "starting from a zero head (every class equally likely), so the head is the only layer that moves and "
+            "its chart shows the absolute change ‖w − w₀‖. Switch back to drawings in **Build a task**.")
 
 c1, c2, c3 = st.columns(3)
 ui.bind_choice("maml_variant", "maml", available, available[0])
@@ -30,7 +36,7 @@ variant = c1.radio("MAML variant", available, key="maml_variant", format_func=ui
                    help="Second- and first-order MAML differ in meta-training only (whether the meta-gradient "
                         "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
                         "so this picks which trained checkpoint to start from.")
-loaded = ui.require_model(variant)
+loaded = photo_ui.require_model_for(view, variant)
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
 ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0))
 ui.bind("maml_steps", 5)
@@ -146,7 +152,7 @@ panel()
 
 st.subheader("ProtoNet's answer on the same task")
 try:
-    proto = ui.get_model("protonet")
+    proto = photo_ui.model_for(view, "protonet")
     psx, psy, pqx = view.tensors(proto.image_size)
     proto_probs = ui.predict(proto, psx, psy, pqx)
     final = trajectory()[-1].query_probabilities
