@@ -19,6 +19,7 @@ from . import __version__
 from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
 from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
+from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .tasks import TaskSampler
@@ -195,7 +196,15 @@ def _progress(args: argparse.Namespace, total: int, initial: int):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
+    world = init_from_env(args.device)  # None unless started by torchrun as one of several processes
+    try:
+        return _train(args, world)
+    finally:
+        shutdown(world)
+
+
+def _train(args: argparse.Namespace, world: World | None) -> int:
+    device = resolve_device(args.device) if world is None else world.device
     out = Path(args.out)
     rotations = False if args.no_rotations else None
     train_set = _load_dataset(args, args.train_split, image_size=args.image_size, rotations=rotations)
@@ -233,8 +242,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         "image_size": args.image_size, "in_channels": 1, "preprocess": {"center": args.dataset == "folder"},
         "n_way": args.n_way, "n_shot": args.n_shot, "n_query": args.n_query,
         "task_config": asdict(task), "train_config": asdict(config),
+        **({"world_size": world.world_size, "backend": world.backend} if world is not None else {}),
         "class_names": train_set.class_names if args.dataset == "folder" else None,
     })
+    if world is None:  # a run resumed in one process is no longer the torchrun run it continues
+        for key in ("world_size", "backend"):
+            metadata.pop(key, None)
     _check_shape(model, args.n_way, args.method)
     # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
     train_set.to(device)
@@ -248,7 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             s = TaskSampler(val_set, val_way, args.n_shot, args.n_query, seed=12345)  # same val tasks every time
             return evaluate(m, (s.sample_task() for _ in range(args.val_episodes)))
 
-    bar = _progress(args, args.episodes, state.step if state else 0)
+    main_process = world is None or world.is_main  # under torchrun only rank 0 prints
+    bar = _progress(args, args.episodes, state.step if state else 0) if main_process else None
     last_val: list[str] = []
 
     def on_step(log: StepLog) -> None:
@@ -267,7 +281,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         result = train(model, sampler, config, on_step=on_step, validate=validate, on_checkpoint=on_checkpoint,
-                       state=state, max_seconds=args.max_seconds)
+                       state=state, max_seconds=args.max_seconds, world=world)
     finally:
         if bar is not None:
             bar.close()
@@ -276,7 +290,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         msg += f"; stopped by --max-seconds before step {args.episodes} (run again with --resume to continue)"
     if "val_accuracy" in metadata:
         msg += f"; validation accuracy {100 * metadata['val_accuracy']:.2f}% ± {100 * metadata['val_ci95']:.2f}"
-    print(msg, file=sys.stderr)
+    if main_process:
+        print(msg, file=sys.stderr)
     return 0
 
 

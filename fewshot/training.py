@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .config import TrainConfig
+from .distributed import World, all_reduce_step, broadcast_model, check_meta_batch, sample_meta_batch, seed_step
 from .methods.base import FewShotClassifier
 from .tasks import Task, TaskSampler
 
@@ -137,6 +138,7 @@ def train(
     state: TrainState | None = None,
     max_seconds: float | None = None,
     log_every: int = 50,
+    world: World | None = None,
 ) -> TrainResult:
     """Meta-train ``model`` for ``config.episodes`` optimiser steps (Adam), each over ``meta_batch_size`` tasks.
 
@@ -148,10 +150,20 @@ def train(
     the run with the same optimiser state, episode stream and RNG, so the result matches an
     uninterrupted run.
 
+    With a ``world`` (:func:`fewshot.distributed.init_from_env`, under torchrun) the meta-batch is
+    split across the processes and the meta-gradients are summed (see :mod:`fewshot.distributed`);
+    ``validate`` and ``on_checkpoint`` run on rank 0 only, ``on_step`` on every rank with the global
+    loss and accuracy. Without one, nothing of that runs.
+
     Raises:
         NonFiniteLossError: a task's loss is NaN or infinite (the message gives the step).
     """
     device = next(model.parameters()).device  # a model with nothing to train cannot be trained
+    if world is not None:
+        check_meta_batch(config.meta_batch_size, world)
+        broadcast_model(model, world)
+        if not world.is_main:  # rank 0 alone validates and writes checkpoints; the others wait in the next step
+            validate = on_checkpoint = None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0
@@ -174,34 +186,47 @@ def train(
     for step in range(start + 1, config.episodes + 1):
         progress = (step - 1) / max(config.episodes, 1)
         if max_seconds:  # a time budget: the schedule follows whichever runs out first
-            progress = max(progress, (time.perf_counter() - t0) / max_seconds)
+            elapsed = time.perf_counter() - t0 if world is None else world.seconds  # one clock for all ranks
+            progress = max(progress, elapsed / max_seconds)
         lr = config.meta_lr * _lr_factor(config.lr_schedule, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        tasks = [sampler.sample_task().to(device) for _ in range(config.meta_batch_size)]
+        if world is None:
+            tasks = [sampler.sample_task().to(device) for _ in range(config.meta_batch_size)]
+        else:  # this rank's share of the step's tasks; the others' are drawn as indices only
+            seed_step(world, config.seed, step)
+            tasks = sample_meta_batch(sampler, config.meta_batch_size, device, world)
         batched = getattr(model, "batched_episode_loss", None)
         result = batched(tasks) if batched is not None and config.batch_tasks and len(tasks) > 1 else None
         if result is not None:
             # One pass over the whole meta-batch (MAML's grouped-convolution path); same gradients.
             loss, all_logits = result
-            _check_finite(loss, step, config)
-            loss.backward()
+            if world is None:
+                _check_finite(loss, step, config)
+                loss.backward()
+            else:  # this rank's mean, weighted by its share of the meta-batch: the sum over ranks is the mean
+                (loss * (len(tasks) / config.meta_batch_size)).backward()
             total_loss = loss.item() * len(tasks)
         else:
             total_loss, all_logits = 0.0, []
             for task in tasks:
                 loss, logits = model.episode_loss(task)
-                _check_finite(loss, step, config)
+                if world is None:  # under torchrun every rank checks the summed loss below, so all stop together
+                    _check_finite(loss, step, config)
                 (loss / config.meta_batch_size).backward()  # one task's graph alive at a time
                 total_loss += loss.item()
                 all_logits.append(logits.detach())
         total_acc = sum((lg.argmax(1) == t.query_labels).float().mean().item() for lg, t in zip(all_logits, tasks))
+        if world is not None:
+            total_loss, total_acc = all_reduce_step(model, world, total_loss, total_acc, time.perf_counter() - t0)
+            _check_finite(torch.tensor(total_loss / config.meta_batch_size), step, config)
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         log = StepLog(step, config.episodes, total_loss / config.meta_batch_size,
-                      total_acc / config.meta_batch_size, lr, time.perf_counter() - t0)
+                      total_acc / config.meta_batch_size, lr,
+                      time.perf_counter() - t0 if world is None else world.seconds)
         window.append((log.loss, log.accuracy))
         if validate is not None and config.eval_every and (step % config.eval_every == 0 or step == config.episodes):
             result = validate(model)
