@@ -4,6 +4,10 @@ Every image reaches a model as a float tensor ``(1, H, W)`` in ``[0, 1]`` where 
 background** (Omniglot's PNGs are the opposite: white background, black ink). Polarity is decided
 here, once: an image whose border is mostly light is inverted, so black-on-white drawings,
 white-on-black drawings and transparent PNGs all arrive the same way.
+
+Photos (photo mode, :mod:`fewshot.photo`) take the RGB path of the same module: :func:`preprocess_photo`
+decodes with the same safe :func:`open_image` (size limit, first frame) and :func:`to_rgb` (EXIF rotation,
+transparency over white) and keeps the colours: ``(3, H, W)`` in ``[0, 1]``.
 """
 
 from __future__ import annotations
