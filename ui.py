@@ -1042,7 +1042,7 @@ def features(loaded: Loaded, images: torch.Tensor, *, maml_weights: dict[str, to
     model = loaded.model
     if maml_weights is None:
         return fewshot.extract_features(model.backbone, images).numpy()
-    from torch.func import functional_call
+    from fewshot.functional import functional_call  # thread-safe: the model is shared by sessions
 
     device = _device_of(model)
     backbone_weights = {k[len("backbone."):]: v for k, v in maml_weights.items() if k.startswith("backbone.")}

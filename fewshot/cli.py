@@ -228,6 +228,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         metadata = dict(info.metadata)
         metadata.setdefault("resumed_with", []).append(command_line())
     else:
+        torch.manual_seed(args.seed)  # --seed fixes the initial weights too: the same command gives the same run
         model = build_model(args.method, **_method_kwargs(args, train_set)).to(device)
         metadata = {"command": command_line()}
         if args.init_backbone:

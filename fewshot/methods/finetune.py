@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from ..functional import functional_call  # thread-safe: cached models are shared by sessions
 
 from ..backbones import conv4
 from ..tasks import Task

@@ -12,7 +12,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
+from ..functional import functional_call  # thread-safe: cached models are shared by sessions
 
 from ..backbones import conv4, normalize_with
 from ..tasks import Task
