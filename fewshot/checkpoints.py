@@ -180,8 +180,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}: unknown method {method!r} (known: {', '.join(METHODS)})")
     if expect_method is not None and method != expect_method:
         raise CheckpointError(f"{path} is a {method!r} checkpoint, not {expect_method!r}")
+    # Constructor arguments a method gained after a checkpoint was saved: the values that rebuild the old model.
+    kwargs = {**getattr(METHODS[method][0], "checkpoint_defaults", {}), **record.get("method_kwargs", {})}
     try:
-        model = build_model(method, **record.get("method_kwargs", {}))
+        model = build_model(method, **kwargs)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the {method} model from its arguments ({exc})") from exc
     state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
-from fewshot import MANN
+from fewshot import MANN, SyntheticDataset, TaskSampler, TrainConfig, evaluate, load_checkpoint, save_checkpoint, train
+
+PUBLISHED = {"label_in_memory": False, "feature_norm": False, "strength_init": None, "label_vote": 0.0}
 
 
 def small_mann(n_way: int = 3) -> MANN:
@@ -76,3 +82,66 @@ def test_refuses_more_classes_than_its_label_width(make_task):
         model.process_support_set(task.support_images, task.support_labels)
     with pytest.raises(ValueError, match="3-way"):
         model.episode_loss(task)
+
+
+def test_label_shown_next_step_is_bound_where_the_previous_key_was_written():
+    model = small_mann()
+    f0, f1 = torch.randn(1, 8), torch.randn(1, 8)
+    _, s1 = model.step(f0, model.initial_state(1, f0.device, f0.dtype))
+    assert s1.labels.abs().sum() == 0  # no label shown yet
+    s1.last_label = F.one_hot(torch.tensor([2]), 3).float()
+    _, s2 = model.step(f1, s1)
+    kept = 1 - F.one_hot(s1.usage.argmin(1), 8).float().unsqueeze(-1)  # the slot cleared for step 1's write
+    torch.testing.assert_close(s2.labels, torch.einsum("brn,bl->bnl", s1.write_weights, s1.last_label) * kept)
+    assert s2.labels[..., 2].sum() > 0.5 and s2.labels[..., :2].abs().sum() == 0
+    # reads at step 1 saw the memory before step 1's write: they carry step 0's key and label 2
+    assert s2.reads.shape == (1, 2, 4 + 3) and s2.reads[..., 4 + 2].sum() > 0
+
+
+def test_published_architecture_reads_after_writing():
+    model = MANN(3, hidden=8, controller_size=16, memory_slots=8, memory_width=4, read_heads=2, **PUBLISHED)
+    features = torch.randn(1, 8)
+    _, state = model.step(features, model.initial_state(1, features.device, features.dtype))
+    torch.testing.assert_close(state.reads, state.read_weights @ state.memory)  # memory after the write
+    assert state.labels.shape == (1, 8, 0) and state.reads.shape == (1, 2, 4)
+
+
+def test_checkpoint_saved_before_the_new_options_loads_as_the_published_model(tmp_path, make_task):
+    model = MANN(3, hidden=8, controller_size=16, memory_slots=8, memory_width=4, read_heads=2, **PUBLISHED).eval()
+    path = save_checkpoint(tmp_path / "new.safetensors", model, method="mann")
+    with safe_open(str(path), framework="pt") as handle:
+        record = json.loads(handle.metadata()["fewshot"])
+    for key in PUBLISHED:  # what a checkpoint written before these options existed looks like
+        del record["method_kwargs"][key]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(str(path)), str(old), metadata={"fewshot": json.dumps(record)})
+    loaded, _ = load_checkpoint(old)
+    assert {k: loaded.config[k] for k in PUBLISHED} == PUBLISHED
+    task = make_task(3, 1, 2, size=16)
+    for m in (model, loaded):
+        m.process_support_set(task.support_images, task.support_labels)
+    torch.testing.assert_close(loaded(task.query_images), model(task.query_images))
+
+
+def test_refuses_a_key_strength_below_one():
+    with pytest.raises(ValueError, match="strength_init"):
+        MANN(3, strength_init=0.5)
+
+
+def test_learns_synthetic_images_through_its_encoder():
+    # The issue-2 check with real images through Conv-4 (benchmarks/mann_synthetic.py at a smaller size):
+    # 5-way sequences of 25 images, 60 steps of meta-batch 2; ~12 s of CPU on one thread.
+    data = SyntheticDataset(20, 20, 28)
+    model = MANN(5, hidden=16, controller_size=32, memory_slots=16, memory_width=16, read_heads=1)
+    one_shot = TaskSampler(data, 5, 1, 5, seed=1)
+    one_shot_tasks = [one_shot.sample_task() for _ in range(40)]
+    sequences = TaskSampler(data, 5, 1, 4, seed=2)
+    sequence_tasks = [sequences.sample_task() for _ in range(40)]
+    before = evaluate(model.eval(), one_shot_tasks).accuracy
+    train(model, TaskSampler(data, 5, 1, 4, seed=0), TrainConfig(episodes=60, meta_batch_size=2, meta_lr=3e-3,
+                                                                 eval_every=0), log_every=60)
+    after = evaluate(model, one_shot_tasks).accuracy
+    assert after >= 0.5 and after >= before + 0.25, f"5-way 1-shot {before:.3f} -> {after:.3f}"
+    instance = torch.stack([model.instance_accuracy(t) for t in sequence_tasks]).nanmean(0)
+    # Santoro et al.'s signature: a class's first showing is a guess, later showings are recalled
+    assert instance[1:5].min() >= instance[0] + 0.3, f"instance accuracy {instance[:5].tolist()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,53 +23,111 @@ class MemoryState:
     h: Tensor  # (B, H) controller hidden state
     c: Tensor  # (B, H) controller cell state
     memory: Tensor  # (B, N, W)
-    reads: Tensor  # (B, R, W) last read vectors
+    reads: Tensor  # (B, R, W + L) last read vectors (key part, then label part)
     read_weights: Tensor  # (B, R, N)
     usage: Tensor  # (B, N)
     last_label: Tensor  # (B, n_way) one-hot of the previous step's label (zeros if none)
+    labels: Tensor  # (B, N, L) label part of the memory: L = n_way with ``label_in_memory``, else 0
+    write_weights: Tensor  # (B, R, N) where the last step wrote its keys
 
     def expand(self, batch: int) -> "MemoryState":
         return MemoryState(*(t.expand(batch, *t.shape[1:]) for t in (
-            self.h, self.c, self.memory, self.reads, self.read_weights, self.usage, self.last_label)))
+            self.h, self.c, self.memory, self.reads, self.read_weights, self.usage, self.last_label, self.labels,
+            self.write_weights)))
 
 
 class MANN(FewShotClassifier):
     """Memory-augmented neural network (Santoro et al. 2016, arXiv:1605.06065).
 
     An LSTM controller reads from and writes to an external memory with least-recently-used access
-    (LRUA): new information goes to the least used slot or to the slot read last. Trained on
-    sequences where each image is shown together with the *previous* image's label, it learns to
-    bind images to labels in memory and recall them when a class comes back.
+    (LRUA): each step writes its key to the least used slot or to the slot read last (a learned gate
+    mixes the two), after clearing the least used slot. Trained on sequences where each image is
+    shown together with the *previous* image's label, it learns to bind images to labels in memory
+    and recall them when a class comes back.
 
     Images are embedded by the Conv-4 backbone (trained end to end) before entering the
     controller; Santoro et al. fed raw 20x20 pixels. An N-way K-shot task is answered by reading
     the support set as a sequence and then presenting each query as the next step.
 
+    Where this differs from the paper, and why. As published (``label_in_memory=False,
+    feature_norm=False, strength_init=None``), the only way a label reaches memory is through the
+    controller: the label of image t arrives at step t+1, the LSTM must put it into the key of step
+    t+1, and the gate must add that key to the slot image t was written to. The output layer can
+    only ever see a label through a read of such a slot. With a Conv-4 encoder learning at the same
+    time, nothing in that chain gets a useful gradient until all of it works: MANN stayed at chance
+    (5-way: 0.20) for 60 to 100+ episodes on the separable synthetic task that every other method
+    learns in 40, and for the 141-step Omniglot run of the first shipped checkpoint
+    (benchmarks/mann_synthetic.py --santoro). The default model therefore:
+
+    - ``label_in_memory``: memory slots carry a label part next to the key part (the key is still
+      the written content, as in the paper). The label shown at step t+1 is added to the label
+      part of the slots where step t wrote its key, with the same LRUA write weights; reads return
+      both parts. Reads at step t use the memory *before* step t's write: read after the write, a
+      freshly written slot matches its own key with cosine 1 but cannot yet carry a label.
+    - ``label_vote``: the output layer's weights on each head's read label part start as
+      ``label_vote * identity``, so a read of a same-class slot votes for its label from the first
+      step; this is what gives the keys (and the encoder behind them) a gradient. It is only an
+      initialisation of the paper's output layer ``softmax(W [h, r])``.
+    - ``feature_norm``: a parameter-free LayerNorm of the CNN features (Conv-4 ends in ReLU +
+      max-pool: non-negative features whose scale BatchNorm sets), so the LSTM sees centred,
+      unit-scale inputs like Santoro's normalised pixels.
+    - ``strength_init``: reads are ``softmax(beta * cosine)`` with a learned ``beta >= 1`` (as in the
+      Neural Turing Machine; ``key_strength=False`` is the paper's beta = 1, which leaves reads
+      over 128 slots nearly uniform), starting at ``beta = strength_init``.
+
+    Measured (benchmarks/mann_synthetic.py, 100 episodes of meta-batch 4, one CPU thread): see the
+    commit that introduced these options. Checkpoints saved before these options existed load as
+    the published model (:attr:`checkpoint_defaults`).
+
     Args:
         n_way: label width (tasks may use up to ``n_way`` classes).
-        controller_size: LSTM hidden size. memory_slots, memory_width: memory shape.
+        controller_size: LSTM hidden size. memory_slots, memory_width: memory shape (key part).
         read_heads: number of read (and write) heads. gamma: usage decay.
-        key_strength: sharpen reads with a learned strength ``beta >= 1`` (NTM-style; ``False`` is
-            the paper's plain cosine softmax).
+        key_strength: sharpen reads with a learned strength ``beta >= 1`` (``False``: beta = 1).
+        feature_dim: width of the encoder's output (64 for Conv-4 on 28x28).
+        label_in_memory, feature_norm, strength_init, label_vote: see above; ``False, False, None, 0``
+            is Santoro et al.'s architecture.
     """
+
+    # Constructor arguments added after the first checkpoints were saved, set as those checkpoints were built.
+    checkpoint_defaults = {"label_in_memory": False, "feature_norm": False, "strength_init": None, "label_vote": 0.0}
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, controller_size: int = 200,
                  memory_slots: int = 128, memory_width: int = 40, read_heads: int = 4, gamma: float = 0.95,
-                 key_strength: bool = True, feature_dim: int | None = None):
+                 key_strength: bool = True, feature_dim: int | None = None, label_in_memory: bool = True,
+                 feature_norm: bool = True, strength_init: float | None = 10.0,
+                 label_vote: float = 5.0):
         super().__init__()
+        if strength_init is not None and not strength_init > 1:
+            raise ValueError(f"strength_init must be > 1 (the key strength is 1 + softplus), got {strength_init}")
         self.backbone = conv4(in_channels, hidden)
         dim = feature_dim if feature_dim is not None else hidden
         self.n_way, self.slots, self.width, self.heads, self.gamma = n_way, memory_slots, memory_width, read_heads, gamma
-        self.controller = nn.LSTMCell(dim + n_way + read_heads * memory_width, controller_size)
+        self.label_in_memory = label_in_memory
+        self.label_width = n_way if label_in_memory else 0
+        read_width = read_heads * (memory_width + self.label_width)
+        # Parameter-free LayerNorm of the CNN features: Conv-4 ends in ReLU + max-pool, so its features
+        # are non-negative with a scale set by BatchNorm; centred unit-scale inputs keep the LSTM's gates
+        # out of saturation from the first step. (No affine weights: checkpoints keep their tensors.)
+        self.feature_norm = nn.LayerNorm(dim, elementwise_affine=False) if feature_norm else None
+        self.controller = nn.LSTMCell(dim + n_way + read_width, controller_size)
         self.key = nn.Linear(controller_size, read_heads * memory_width)
         self.gate = nn.Linear(controller_size, read_heads)
         # Key strength (as in the Neural Turing Machine): softmax(beta * cosine). Santoro et al. use
         # beta = 1, which leaves reads over 128 slots nearly uniform and makes learning start very late.
         self.strength = nn.Linear(controller_size, read_heads) if key_strength else None
-        self.output = nn.Linear(controller_size + read_heads * memory_width, n_way)
+        if self.strength is not None and strength_init is not None:
+            nn.init.constant_(self.strength.bias, math.log(math.expm1(strength_init - 1)))  # beta starts at strength_init
+        self.output = nn.Linear(controller_size + read_width, n_way)
+        if label_in_memory and label_vote:
+            with torch.no_grad():  # each head's read label part starts as a vote for its label
+                label_weights = self.output.weight[:, controller_size:].view(n_way, read_heads, memory_width + n_way)
+                label_weights[:, :, memory_width:] = label_vote * torch.eye(n_way).unsqueeze(1)
         self.config = {"n_way": n_way, "in_channels": in_channels, "hidden": hidden, "controller_size": controller_size,
                        "memory_slots": memory_slots, "memory_width": memory_width, "read_heads": read_heads,
-                       "gamma": gamma, "key_strength": key_strength, "feature_dim": dim}
+                       "gamma": gamma, "key_strength": key_strength, "feature_dim": dim,
+                       "label_in_memory": label_in_memory, "feature_norm": feature_norm, "strength_init": strength_init,
+                       "label_vote": label_vote}
         self.state: MemoryState | None = None
         self.last_read_weights: list[Tensor] = []
 
@@ -76,12 +135,22 @@ class MANN(FewShotClassifier):
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         return MemoryState(z(batch, self.controller.hidden_size), z(batch, self.controller.hidden_size),
                            torch.full((batch, self.slots, self.width), 1e-6, device=device, dtype=dtype),
-                           z(batch, self.heads, self.width), z(batch, self.heads, self.slots), z(batch, self.slots),
-                           z(batch, self.n_way))
+                           z(batch, self.heads, self.width + self.label_width), z(batch, self.heads, self.slots),
+                           z(batch, self.slots), z(batch, self.n_way), z(batch, self.slots, self.label_width),
+                           z(batch, self.heads, self.slots))
+
+    def _address(self, keys: Tensor, memory: Tensor, h: Tensor) -> Tensor:
+        """Read weights ``(B, R, N)``: softmax over the cosine similarity of each key to each slot."""
+        similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)  # (B, R, N) cosine
+        if self.strength is not None:
+            similarity = similarity * (1 + F.softplus(self.strength(h))).unsqueeze(-1)  # beta >= 1
+        return torch.softmax(similarity, dim=-1)
 
     def step(self, features: Tensor, state: MemoryState) -> tuple[Tensor, MemoryState]:
         """One time step for ``features (B, D)``: returns logits ``(B, n_way)`` and the new state."""
         b = features.shape[0]
+        if self.feature_norm is not None:
+            features = self.feature_norm(features)
         x = torch.cat([features, state.last_label, state.reads.reshape(b, -1)], dim=1)
         h, c = self.controller(x, (state.h, state.c))
         keys = self.key(h).view(b, self.heads, self.width)  # (B, R, W); also the written content
@@ -91,15 +160,22 @@ class MANN(FewShotClassifier):
         write_weights = alpha * state.read_weights + (1 - alpha) * least_used
         # Clear the single least used slot before writing (Santoro et al., section 3.2).
         cleared = 1 - F.one_hot(state.usage.argmin(dim=1), self.slots).to(h.dtype).unsqueeze(-1)  # (B, N, 1)
-        memory = state.memory * cleared + torch.einsum("brn,brw->bnw", write_weights, keys)
-        similarity = F.normalize(keys, dim=-1) @ F.normalize(memory, dim=-1).transpose(1, 2)  # (B, R, N) cosine
-        if self.strength is not None:
-            similarity = similarity * (1 + F.softplus(self.strength(h))).unsqueeze(-1)  # beta >= 1
-        read_weights = torch.softmax(similarity, dim=-1)
-        reads = read_weights @ memory  # (B, R, W)
+        if self.label_in_memory:
+            # The label shown now belongs to the previous image: bind it to the slots its key went to,
+            # then read the memory as it was before this step's write (see the class docstring).
+            labels = state.labels + torch.einsum("brn,bl->bnl", state.write_weights, state.last_label)
+            read_weights = self._address(keys, state.memory, h)
+            reads = read_weights @ torch.cat([state.memory, labels], dim=-1)  # (B, R, W + n_way)
+            memory = state.memory * cleared + torch.einsum("brn,brw->bnw", write_weights, keys)
+            labels = labels * cleared
+        else:  # Santoro et al. as published: write the key, then read the written memory with it
+            labels = state.labels
+            memory = state.memory * cleared + torch.einsum("brn,brw->bnw", write_weights, keys)
+            read_weights = self._address(keys, memory, h)
+            reads = read_weights @ memory  # (B, R, W)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
         logits = self.output(torch.cat([h, reads.reshape(b, -1)], dim=1))
-        return logits, MemoryState(h, c, memory, reads, read_weights, usage, state.last_label)
+        return logits, MemoryState(h, c, memory, reads, read_weights, usage, state.last_label, labels, write_weights)
 
     def run_sequence(self, features: Tensor, labels: Tensor) -> tuple[Tensor, MemoryState, list[Tensor]]:
         """Feed ``features (T, D)`` with ``labels (T,)`` (each label shown at the next step).
