@@ -55,9 +55,9 @@ def _one_hot_codes(n_classes: int = 10, per_class: int = 10) -> TensorDataset:
 
 
 def test_mann_learns_to_bind_labels_in_memory():
-    # MANN (Santoro et al.) learns slowly: on images it stays at chance for hundreds of steps, so its
-    # check uses perfect features (identity backbone) and its own protocol, accuracy by instance:
-    # from the 2nd showing of a class on, a model that binds labels in memory beats chance.
+    # The memory alone, with perfect features (identity backbone), in MANN's own protocol, accuracy by
+    # instance: from the 2nd showing of a class on, a model that binds labels in memory beats chance.
+    # (Learning through the Conv-4 encoder: tests/test_mann.py::test_learns_synthetic_images_through_its_encoder.)
     data = _one_hot_codes()
     model = MANN(3, controller_size=64, memory_slots=16, memory_width=16, read_heads=1, feature_dim=10)
     model.backbone = nn.Identity()
