@@ -2,6 +2,7 @@
 
     python benchmarks/fetch_emoji.py                       # once: npm pack -> .data/emoji (git-ignored)
     python benchmarks/photo_eval.py [--episodes 1000] [--max-classes 600] [--image-size 160] [--json OUT]
+    python benchmarks/photo_eval.py --latency              # the extractor's speed at 160 and 224 px, 1 thread
 
 Classes are the emoji present in all three sets (Noto, Twemoji, Fluent Emoji Flat), matched by their
 code points, without the skin-tone variants (near-copies of their base emoji); ``--max-classes`` of
@@ -125,6 +126,27 @@ def episodes(features: torch.Tensor, *, n_way: int, n_shot: int, n_episodes: int
     return tasks
 
 
+def latency(sizes: list[int], n_images: int = 32) -> None:
+    """Print the extractor's load time and ms per photo (first pass, then from the cache), one thread."""
+    from fewshot.photo import SYNTHETIC_OBJECTS, synthetic_photo
+
+    photos = [synthetic_photo(SYNTHETIC_OBJECTS[i % 5], i, size=640) for i in range(n_images)]
+    print("| image size | load (s) | first pass (ms / photo) | cached (ms / photo) |\n|---|---|---|---|")
+    for size in sizes:
+        start = time.perf_counter()
+        extractor = PhotoFeatureExtractor(image_size=size).load()
+        loaded = time.perf_counter() - start
+        extractor.features(photos[:2])  # warm-up
+        extractor.clear_cache()
+        start = time.perf_counter()
+        extractor.features(photos)
+        first = (time.perf_counter() - start) / n_images
+        start = time.perf_counter()
+        extractor.features(photos)
+        cached = (time.perf_counter() - start) / n_images
+        print(f"| {size} | {loaded:.2f} | {1000 * first:.0f} | {1000 * cached:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=REPO / ".data" / "emoji")
@@ -140,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-control", action="store_true", help="skip the random-weights control")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--latency", action="store_true",
+                        help="only time the extractor on 32 generated 640x640 photos at 160 and 224 px")
     args = parser.parse_args(argv)
+    if args.latency:
+        torch.set_num_threads(1)
+        latency([160, 224])
+        return 0
     if any(not 1 <= k < len(VENDORS) for k in args.shots):
         raise SystemExit(f"error: --shots must be between 1 and {len(VENDORS) - 1} (the other vendors are the queries)")
     torch.set_num_threads(1)
