@@ -278,3 +278,49 @@ def test_batched_meta_batch_equals_the_per_task_loop(make_task, first_order, bat
         torch.testing.assert_close(a, b)
     for name, p in model.named_parameters():
         torch.testing.assert_close(batched[name], p.grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_checkpointed_inner_loop_gives_the_same_meta_gradient(make_task, batched):
+    """checkpoint_inner trades memory for recomputation; the second-order meta-gradient must not change."""
+    tasks = [make_task(3, 2, 3, size=16, dtype=DT, noise=0.3, seed=s) for s in range(2)]
+    plain = tiny_maml(inner_steps=3).train()
+    checkpointed = tiny_maml(inner_steps=3, checkpoint_inner=True).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    grads = []
+    for model in (plain, checkpointed):
+        model.zero_grad()
+        if batched:
+            model.batched_episode_loss(tasks)[0].backward()
+        else:
+            for t in tasks:
+                (model.episode_loss(t)[0] / len(tasks)).backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+    assert any(g.abs().max() > 0 for g in grads[0].values())
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-12, atol=1e-14, msg=name)
+    assert checkpointed.config["checkpoint_inner"] is True and "checkpoint_inner" not in plain.config
+
+
+def test_checkpointed_adapt_stores_far_fewer_activations(task):
+    """Same adapted weights; the tensors autograd keeps for backward shrink to the step boundaries."""
+    model = tiny_maml(inner_steps=4)
+    weights = model.meta_weights()
+
+    def run(checkpoint_steps: bool) -> tuple[dict, int]:
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel())
+            return t
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fast = adapt(model.net, weights, model.buffers_copy(), task.support_images, task.support_labels,
+                         inner_lr=0.5, inner_steps=4, create_graph=True, checkpoint_steps=checkpoint_steps)
+        return fast, sum(saved)
+
+    reference, stored = run(False)
+    fast, stored_checkpointed = run(True)
+    for k in fast:
+        torch.testing.assert_close(fast[k], reference[k])
+        assert fast[k].requires_grad
+    assert stored_checkpointed < stored / 4, (stored_checkpointed, stored)

@@ -7,11 +7,12 @@ modified, so one cached model can serve many users at once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from ..functional import functional_call  # thread-safe: cached models are shared by sessions
 
 from ..backbones import conv4, normalize_with
@@ -56,8 +57,25 @@ def _support_loss(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], 
     return F.cross_entropy(logits, labels), logits
 
 
+def _checkpointed(step: Callable[[Weights], Weights], weights: Weights) -> Weights:
+    """``step(weights)`` under activation checkpointing: nothing it saves for backward is kept.
+
+    The inner step's forward pass (and its gradient graph) is recomputed during the outer backward
+    instead, so the memory of second-order MAML no longer grows with the number of inner steps, at
+    the cost of one more forward + gradient per step. (Non-reentrant checkpointing supports the
+    ``autograd.grad(create_graph=True)`` inside; tests check the meta-gradient is unchanged.)
+    """
+    names = list(weights)
+
+    def run(*tensors: Tensor) -> tuple[Tensor, ...]:
+        out = step(dict(zip(names, tensors)))
+        return tuple(out[k] for k in names)
+
+    return dict(zip(names, checkpoint(run, *weights.values(), use_reentrant=False)))
+
+
 def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
-          inner_lr: float, inner_steps: int, create_graph: bool) -> Weights:
+          inner_lr: float, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False) -> Weights:
     """Run ``inner_steps`` SGD steps on the support loss and return new weights; inputs are not modified.
 
     Args:
@@ -68,11 +86,16 @@ def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: 
         inner_lr: step size.
         inner_steps: number of steps (0 returns ``weights`` unchanged).
         create_graph: keep the graph of the gradients (second-order MAML).
+        checkpoint_steps: recompute each step in the backward pass instead of storing it (flat
+            memory as ``inner_steps`` grows; only matters with ``create_graph``).
     """
+    def step(w: Weights) -> Weights:
+        loss, _ = _support_loss(net, w, buffers, images, labels)
+        grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
+        return {name: v - inner_lr * g for (name, v), g in zip(w.items(), grads)}
+
     for _ in range(inner_steps):
-        loss, _ = _support_loss(net, weights, buffers, images, labels)
-        grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
-        weights = {name: w - inner_lr * g for (name, w), g in zip(weights.items(), grads)}
+        weights = _checkpointed(step, weights) if checkpoint_steps and create_graph else step(weights)
     return weights
 
 
@@ -164,12 +187,14 @@ class MAML(FewShotClassifier):
             normalised with the support set's statistics, so each query's answer is independent of
             the other queries; what the app uses for one drawn query). No running statistics are
             kept in either mode.
+        checkpoint_inner: activation checkpointing through the inner loop (second order only):
+            memory stays flat as ``inner_steps`` grows, for about one more forward per step.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
                  inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
-                 backbone: nn.Module | None = None):
+                 backbone: nn.Module | None = None, checkpoint_inner: bool = False):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -187,6 +212,9 @@ class MAML(FewShotClassifier):
                        "inner_steps": inner_steps, "inner_lr_test": self.inner_lr_test,
                        "inner_steps_test": self.inner_steps_test, "first_order": first_order,
                        "batch_norm": batch_norm, "feature_dim": dim}
+        self.checkpoint_inner = checkpoint_inner
+        if checkpoint_inner:  # recorded only when set, so older checkpoints and their configs stay identical
+            self.config["checkpoint_inner"] = True
         self.fast_weights: Weights | None = None
         self._support_images: Tensor | None = None
 
@@ -211,7 +239,8 @@ class MAML(FewShotClassifier):
             create_graph, lr, steps = False, self.inner_lr_test, self.inner_steps_test
         with torch.enable_grad():  # evaluate() runs under no_grad; the inner loop needs gradients
             fast = adapt(self.net, weights, self.buffers_copy(), support_images, support_labels,
-                         inner_lr=lr, inner_steps=steps, create_graph=create_graph)
+                         inner_lr=lr, inner_steps=steps, create_graph=create_graph,
+                         checkpoint_steps=self.checkpoint_inner)
         self.fast_weights = fast if self.training else {k: v.detach() for k, v in fast.items()}
         self._support_images = support_images
         self._support_ready = True
@@ -259,11 +288,14 @@ class MAML(FewShotClassifier):
         weights = {k: v.unsqueeze(0).expand(n_tasks, *v.shape) for k, v in self.meta_weights().items()}
         if not training:
             weights = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
+        def step(w: Weights) -> Weights:
+            loss, _ = _stacked_loss(w, support, support_labels)
+            grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
+            return {k: v - lr * g for (k, v), g in zip(w.items(), grads)}
+
         with torch.enable_grad():
             for _ in range(steps):
-                loss, _ = _stacked_loss(weights, support, support_labels)
-                grads = torch.autograd.grad(loss, list(weights.values()), create_graph=create_graph)
-                weights = {k: w - lr * g for (k, w), g in zip(weights.items(), grads)}
+                weights = _checkpointed(step, weights) if self.checkpoint_inner and create_graph else step(weights)
         query_loss, logits = _stacked_loss(weights, query, query_labels,
                                            support=support if self.batch_norm == "support" else None)
         return query_loss / n_tasks, list(logits.unbind(0))
