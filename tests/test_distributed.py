@@ -23,6 +23,7 @@ from PIL import Image
 
 from fewshot import (NonFiniteLossError, SyntheticDataset, TaskSampler, TrainConfig, build_model, load_checkpoint,
                      save_checkpoint, train)
+from fewshot.cli import main
 from fewshot.distributed import World, init_from_env, local_task_indices, shutdown, step_seed
 from fewshot.training import EvalResult
 
@@ -260,7 +261,6 @@ def test_torchrun_cli_resumes_a_run_and_matches_one_process(tmp_path):
     common = ["train", "--method", "protonet", "--dataset", "folder", "--data-dir", str(data), "--n-way", "3",
               "--n-query", "2", "--hidden", "8", "--meta-batch-size", "4", "--meta-lr", "1e-2", "--val-every", "0",
               "--checkpoint-every", "2", "--quiet", "--device", "cpu"]
-    fewshot = [sys.executable, "-m", "fewshot"]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD_SIZE),
                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "fewshot"]
 
@@ -269,15 +269,16 @@ def test_torchrun_cli_resumes_a_run_and_matches_one_process(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
-    # Two steps in one process, then two more from that checkpoint: under torchrun, and in one process.
+    # Two steps in one process, then two more from that checkpoint: under torchrun, and in one process
+    # (the one-process runs call the CLI's main() in this process: torch is imported already).
     two, one = tmp_path / "two.safetensors", tmp_path / "one.safetensors"
-    run([*fewshot, *common, "--episodes", "2", "--out", str(two)])
+    assert main([*common, "--episodes", "2", "--out", str(two)]) == 0
     one.write_bytes(two.read_bytes())
     step2, _ = load_checkpoint(two)
     resumed = run([*torchrun, *common, "--episodes", "4", "--out", str(two), "--resume"])
     assert resumed.stderr.count(f"saved {two} after 4 steps") == 1  # rank 0 alone reports (and writes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "one.safetensors", "two.safetensors"]  # no temp files
-    run([*fewshot, *common, "--episodes", "4", "--out", str(one), "--resume"])
+    assert main([*common, "--episodes", "4", "--out", str(one), "--resume"]) == 0
     (two_model, two_info), (one_model, one_info) = load_checkpoint(two), load_checkpoint(one)
     assert two_info["world_size"] == 2 and two_info["backend"] == "gloo" and "world_size" not in one_info.metadata
     assert two_info["steps_done"] == one_info["steps_done"] == 4 and len(two_info["resumed_with"]) == 1
