@@ -7,7 +7,6 @@ training on the whole meta-batch. A real ``torchrun`` CLI run (train, resume) is
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -110,6 +109,10 @@ def _worker(rank: int, out: str, port: int) -> None:
             results["non_finite"] = None
         except NonFiniteLossError as exc:
             results["non_finite"] = str(exc)
+        # --max-seconds: every rank takes rank 0's clock, so all stop after the same step.
+        timed = train(_model("protonet", 0), _sampler(), _config("protonet", 2, episodes=50), max_seconds=1e-3,
+                      world=world)
+        results["timed"] = (timed.steps, timed.stopped_early)
         torch.save(results, folder / f"rank{rank}.pt")
         shutdown(world)
     except BaseException:
@@ -211,6 +214,11 @@ def test_a_non_finite_loss_stops_every_rank_at_the_same_step(two_ranks):
     results, _ = two_ranks
     messages = [results[rank]["non_finite"] for rank in range(WORLD_SIZE)]
     assert messages[0] is not None and "non-finite loss" in messages[0] and messages[0] == messages[1]
+
+
+def test_a_time_budget_stops_every_rank_after_the_same_step(two_ranks):
+    results, _ = two_ranks
+    assert results[0]["timed"] == results[1]["timed"] == (1, True)
 
 
 def test_task_assignment_and_per_rank_seeds():
