@@ -30,7 +30,9 @@ per process (``cuda:LOCAL_RANK``) when the run is on GPUs, gloo on the CPU.
    the world size is refused, since a rank would have no task at all (:func:`check_meta_batch`).
    The same collective sums the step's loss and accuracy (so every rank logs the global figures),
    averages the floating-point buffers (BatchNorm running statistics, which each rank updates on
-   its own tasks) so that the replicas stay identical, and carries rank 0's clock, so that the
+   its own tasks) so that the replicas stay identical (an average of per-rank moving averages: close
+   to, not equal to, one process's sequence of updates; they never enter a training-mode forward,
+   so the parameters are unaffected), and carries rank 0's clock, so that the
    ``--max-seconds`` learning-rate schedule and the decision to stop are the same on every rank.
 
 3. **Randomness of the methods themselves** (MANN shuffles its sequences with the global torch
