@@ -725,6 +725,10 @@ def collect_task(*, photos: bool = False) -> TaskView:
             examples.append(Example(f"up:{uid}", up["name"], up["png"], up.get("source", "upload")))
         if not examples:
             errors.append(f"Class {i + 1} ('{names[i] or '?'}') has no examples: draw one or upload an image.")
+        elif len(examples) > n_shot:
+            warnings.append(f"Class {i + 1} ('{names[i] or '?'}') has {len(examples)} examples but K-shot is "
+                            f"{n_shot}: all {len(examples)} are used. Raise 'Drawings per class (K-shot)' or remove "
+                            "some uploads for a strict K-shot task.")
         support.append(examples)
     counts = {len(e) for e in support if e}
     if len(counts) > 1:

@@ -40,6 +40,13 @@ def _positive(value: str) -> int:
     return n
 
 
+def _way(value: str) -> int:
+    n = int(value)
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (a 1-way task has only one possible answer), got {value}")
+    return n
+
+
 def _non_negative(value: str) -> int:
     n = int(value)
     if n < 0:
@@ -53,7 +60,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="omniglot split protocol (ignored for --dataset folder)")
     p.add_argument("--data-dir", help="omniglot: folder with images_background.zip/images_evaluation.zip "
                    "(default $FEWSHOT_DATA_DIR, then the cache folder); folder: a folder of class subfolders")
-    p.add_argument("--n-way", type=_positive, default=5)
+    p.add_argument("--n-way", type=_way, default=5)
     p.add_argument("--n-shot", type=_positive, default=1)
     p.add_argument("--n-query", type=_positive, default=15)
     p.add_argument("--episodes", type=_non_negative, default=1000)

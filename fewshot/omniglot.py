@@ -143,6 +143,9 @@ def _decode_subset(files: dict[str, bytes], image_size: int) -> tuple[np.ndarray
         _subset, alphabet, character, _file = name.split("/")
         by_char.setdefault(f"{alphabet}/{character}", []).append(name)
     chars = sorted(by_char)
+    if not chars:
+        raise DataNotFoundError("Omniglot looks empty or half-extracted: a subset has no character images; "
+                                "extract the zips again or point at the zips")
     bad = [c for c in chars if len(by_char[c]) != 20]
     if bad:
         raise DataNotFoundError(
@@ -151,8 +154,12 @@ def _decode_subset(files: dict[str, bytes], image_size: int) -> tuple[np.ndarray
         )
 
     def decode(name: str) -> np.ndarray:
-        with Image.open(io.BytesIO(files[name])) as im:
-            ink = 1.0 - np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        try:
+            with Image.open(io.BytesIO(files[name])) as im:
+                ink = 1.0 - np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+        except (OSError, SyntaxError, ValueError) as exc:  # e.g. the last file of an interrupted extraction
+            raise DataNotFoundError(f"Omniglot looks half-extracted or corrupt: {name} is unreadable ({exc}); "
+                                    "extract the zips again or point at the zips") from exc
         return np.round(resize_ink(ink, image_size) * 255.0).astype(np.uint8)
 
     ordered = [n for c in chars for n in sorted(by_char[c])]
