@@ -10,7 +10,8 @@ them are drawn with a fixed seed. Every SVG is rendered with cairosvg to a PNG (
 ``.data/emoji/png``) and goes through the app's photo path (``PhotoFeatureExtractor``). An episode is
 5-way K-shot: K vendors' drawings of each class are the support set and the remaining 3 - K are the
 queries (so K is 1 or 2). Each photo method is evaluated on the same episodes (``--seed``) with the
-ImageNet-pretrained EfficientNet-Lite0 and, as the control, with the same network at random weights.
+ImageNet-pretrained EfficientNet-Lite0 and, as the control, with the same network at random weights
+(whose features are rescaled by one global factor to the pretrained features' mean norm).
 Prints a Markdown table (mean accuracy % ± 95% CI over the episodes).
 """
 
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--class-offset", type=int, default=0,
                         help="skip this many classes of the seeded order first (a disjoint set for tuning)")
     parser.add_argument("--no-control", action="store_true", help="skip the random-weights control")
+    parser.add_argument("--control-only", action="store_true", help="only the random-weights control")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--latency", action="store_true",
@@ -178,9 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     keys = sorted(order[args.class_offset : args.class_offset + args.max_classes])
     print(f"{len(common)} emoji in all three sets (no skin tones); using {len(keys)}", file=sys.stderr)
     rows, results = [], []
-    for pretrained in (True,) if args.no_control else (True, False):
-        features = emoji_features(args.data, keys, svgs, pretrained=pretrained, image_size=args.image_size)
-        weights = "ImageNet" if pretrained else "random (control)"
+    imagenet = emoji_features(args.data, keys, svgs, pretrained=True, image_size=args.image_size)
+    runs = (False,) if args.control_only else (True,) if args.no_control else (True, False)
+    for pretrained in runs:
+        features = imagenet
+        weights = "ImageNet"
+        if not pretrained:
+            # A random EfficientNet's features are ~1e-6 in norm (activations shrink layer by layer); one global
+            # factor gives them the pretrained features' mean norm, so the heads' learning rates mean the same
+            # thing. ProtoNet and Matching are unaffected (argmax of distances / cosines is scale-free).
+            features = emoji_features(args.data, keys, svgs, pretrained=False, image_size=args.image_size)
+            features = features * (imagenet.norm(dim=2).mean() / features.norm(dim=2).mean())
+            weights = "random (control)"
         for method in args.methods:
             cells = []
             for k in args.shots:
