@@ -48,7 +48,7 @@ class TrainConfig:
             raise ValueError(f"episodes must be >= 0, got {self.episodes}")
         if self.meta_batch_size < 1:
             raise ValueError(f"meta_batch_size must be >= 1, got {self.meta_batch_size}")
-        if not self.meta_lr > 0:
-            raise ValueError(f"meta_lr must be > 0, got {self.meta_lr}")
+        if not 0 < self.meta_lr <= 1e30:  # Adam's step (lr / 0.1 at step 1) must fit in float32 (3.4e38)
+            raise ValueError(f"meta_lr must be > 0 and at most 1e30, got {self.meta_lr} (usual values: 1e-4 to 1e-2)")
         if self.lr_schedule not in ("constant", "cosine", "step"):
             raise ValueError(f"lr_schedule must be 'constant', 'cosine' or 'step', got {self.lr_schedule!r}")
