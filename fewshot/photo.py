@@ -265,8 +265,8 @@ def build_photo_model(method: str, *, n_way: int = 10, inner_lr: float = 0.1, in
     - ``finetune``: a new linear head fitted on the support features (Adam, ``finetune_steps``).
     - ``maml`` / ``fomaml``: ANIL-style MAML: a linear head adapted by ``inner_steps`` SGD steps of
       ``inner_lr`` on the support loss (the library's ``adapt``), from a zero head. From zero, the first
-      step sets each class's weights to its mean feature minus the overall mean, a prototype-like
-      classifier (the Proto-MAML observation of Triantafillou et al. 2020); later steps sharpen it.
+      step sets each class's weights to its (scaled) mean feature less a term shared by all classes: a
+      dot-product prototype classifier (cf. Proto-MAML, Triantafillou et al. 2020); later steps sharpen it.
       ``n_way`` is the width of that head (tasks with fewer classes use its first rows).
 
     Raises:
