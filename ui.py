@@ -539,11 +539,20 @@ def _set_widget_values(store: dict) -> None:
         del st.session_state[key]
 
 
+def _clear_drawn_inputs(store: dict) -> None:
+    """Forget the drawn task's uploads, true classes and upload errors; photo mode's (slots ``p…``) stay."""
+    photo_slots = {slot: items for slot, items in store["uploads"].items() if slot.startswith("p")}
+    photo_ids = {f"up:{uid}" for items in photo_slots.values() for uid in items}
+    store["uploads"] = photo_slots
+    store["truth"] = {key: value for key, value in store["truth"].items() if key in photo_ids}
+    store["upload_errors"] = {slot: e for slot, e in store["upload_errors"].items() if slot.startswith("p")}
+
+
 def clear_task() -> None:
     """Callback of "Clear the task": empty canvases, uploads, names back to defaults."""
     store = task_store()
     _reset_canvases(store)
-    store["uploads"], store["truth"], store["upload_errors"] = {}, {}, {}
+    _clear_drawn_inputs(store)
     store["names"] = [f"Class {i + 1}" for i in range(MAX_WAY)]
     _bump_uploaders(store)
     _set_widget_values(store)
@@ -562,7 +571,7 @@ def _install_example(names: list[str], support: list[list[bytes]], queries: list
     n_way = len(names)
     store["n_way"], store["n_shot"] = n_way, max(1, min(MAX_SHOT, max(len(s) for s in support)))
     store["names"] = list(names) + [f"Class {i + 1}" for i in range(n_way, MAX_WAY)]
-    store["uploads"], store["truth"], store["upload_errors"] = {}, {}, {}
+    _clear_drawn_inputs(store)
     for i, pngs in enumerate(support):
         store["uploads"][f"s{i}"] = {f"{source}-s{i}-{j}": {"name": f"{names[i]} {j + 1}", "png": png, "source": source}
                                      for j, png in enumerate(pngs)}

@@ -65,10 +65,14 @@ def test_photo_uploads_camera_and_a_bad_file(env):
     at.button(key="classify").click().run()
     assert not at.exception, at.exception
     assert "Prediction for Query 1 (Prototypical Networks): **tree**" in texts(at)
-    # the drawn task is kept apart: back to drawings, the drawn-mode widgets return and nothing crashes
+    # the two tasks are kept apart: clearing the drawn task keeps the photos
     at.radio(key="task_mode").set_value("drawn").run()
     assert not at.exception, at.exception
     assert "n_shot" in [s.key for s in at.slider]
+    at.button(key="clear_task").click().run()
+    at.radio(key="task_mode").set_value("photo").run()
+    assert not at.exception, at.exception
+    assert "1 photo(s) of class 2" in texts(at) and "Query photos, as the model sees them:" in texts(at)
 
 
 def test_maml_page_adapts_a_head_on_photo_features(env):
