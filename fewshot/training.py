@@ -164,6 +164,8 @@ def train(
         broadcast_model(model, world)
         if not world.is_main:  # rank 0 alone validates and writes checkpoints; the others wait in the next step
             validate = on_checkpoint = None
+    if config.channels_last if config.channels_last is not None else (device.type == "cpu" and world is None):
+        model.to(memory_format=torch.channels_last)  # 4-d weights only; checkpoints store them contiguous
     optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0

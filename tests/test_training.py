@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -35,7 +34,6 @@ def test_method_learns_the_synthetic_task(gratings, method):
     eval_sampler = TaskSampler(gratings, 5, 1, 5, seed=1234)
     eval_tasks = [eval_sampler.sample_task() for _ in range(40)]
     before = evaluate(model, eval_tasks).accuracy
-    start = time.perf_counter()
     result = train(model, TaskSampler(gratings, 5, 1, 5, seed=0), TrainConfig(episodes=40, meta_lr=3e-3, eval_every=0))
     assert result.steps == 40 and not result.stopped_early
     after = evaluate(model, eval_tasks)
@@ -43,7 +41,6 @@ def test_method_learns_the_synthetic_task(gratings, method):
     chance = 1 / 5
     assert after.accuracy >= chance + 0.4, f"{method}: {after.accuracy:.3f} after training ({before:.3f} before)"
     assert after.accuracy >= before + 0.2, f"{method}: {before:.3f} -> {after.accuracy:.3f}"
-    assert time.perf_counter() - start < 60
 
 
 def _one_hot_codes(n_classes: int = 10, per_class: int = 10) -> TensorDataset:
@@ -80,6 +77,39 @@ def _small(method: str):
     kwargs = {"maml": {"n_way": 3}, "mann": {"n_way": 3, "controller_size": 16, "memory_slots": 8,
                                              "memory_width": 4, "read_heads": 1}}.get(method, {})
     return build_model(method, hidden=8, **kwargs)
+
+
+class _Float64:
+    """A dataset view whose images are float64 (so a 3-step comparison is not lost in float32 rounding)."""
+
+    def __init__(self, data: TensorDataset):
+        self.data, self.class_names = data, data.class_names
+
+    def get_labels(self) -> list[int]:
+        return self.data.get_labels()
+
+    def get_images(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.data.get_images(indices).double()
+
+
+@pytest.mark.parametrize("method", ["protonet", "matching", "siamese", "maml", "mann", "finetune"])
+def test_channels_last_training_gives_the_same_weights(gratings, method):
+    """The CPU fast path (channels_last weights and activations) trains to the same weights as NCHW."""
+    states = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        model = _small(method).double()
+        initial = {k: v.clone() for k, v in model.state_dict().items()}
+        train(model, TaskSampler(_Float64(gratings), 3, 1, 2, seed=5),
+              TrainConfig(episodes=3, meta_lr=1e-3, meta_batch_size=2, eval_every=0, channels_last=channels_last))
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+        states.append(model.state_dict())
+    # atol 1e-8: a conv bias right before BatchNorm has a true gradient of zero, and Adam scales the
+    # float64 rounding noise of that zero (~1e-17) up to steps of ~1e-9; every other tensor agrees to ~1e-14.
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-9, atol=1e-8)
+    assert any(not torch.equal(states[0][k], initial[k]) for k in initial)  # it did train
 
 
 @pytest.mark.parametrize("method", ["protonet", "maml", "mann"])
