@@ -52,9 +52,14 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         for method in ("maml", "fomaml"):
             _add(f"lake-{method}", f"checkpoints/lake/{method}.safetensors",
                  base + ["--method", method, "--n-way", "5", "--n-shot", "1", "--batch-norm", "support"] + MAML_5WAY)
+        # MANN: 25-image sequences, the encoder started from the Lake ProtoNet, 27 background alphabets
+        # (train split). The shipped file was made with --max-seconds 840 on the CPU (281 steps), before
+        # feature_norm became MANN's default; its metadata records the arguments it was built with.
         _add("lake-mann", "checkpoints/lake/mann.safetensors",
-             base + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "9", "--meta-batch-size", "16",
-                     "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10"])
+             [a if a != "trainval" else "train" for a in base]
+             + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "4", "--meta-batch-size", "4",
+                "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10",
+                "--init-backbone", "checkpoints/lake/protonet.safetensors"])
         _add("lake-finetune", "checkpoints/lake/finetune.safetensors",
              base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
 
