@@ -20,4 +20,4 @@ ui.configure_torch()
 page = st.navigation(PAGES)
 st.session_state["_page"] = page.url_path or "home"
 ui.sidebar()
-page.run()
+ui.run_page(page)

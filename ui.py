@@ -15,6 +15,8 @@ import io
 import math
 import os
 import re
+import runpy
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -58,6 +60,27 @@ SYMBOLS = ("circle", "cross", "triangle", "square", "bar", "plus", "zigzag", "ar
 # Process set-up
 
 _TORCH_CONFIGURED = False
+
+
+_router = threading.local()  # one script run = one thread: is app.py's router running this page?
+
+
+def run_page(page: Any) -> None:
+    """app.py: run the selected page, marked as routed (see :func:`require_router`)."""
+    _router.active = True
+    try:
+        page.run()
+    finally:
+        _router.active = False
+
+
+def require_router() -> None:
+    """Every page starts here. A page opened by its own link (``/build``) on a fresh connection is run by
+    Streamlit's ``pages/`` folder convention without app.py: no sidebar, file names as the menu. Then
+    app.py runs instead; its ``st.navigation`` picks the same page from the URL and runs it properly."""
+    if not getattr(_router, "active", False):
+        runpy.run_path(str(Path(__file__).resolve().parent / "app.py"), run_name="__main__")
+        st.stop()
 
 
 def configure_torch() -> None:

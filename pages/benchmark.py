@@ -6,6 +6,8 @@ import streamlit as st
 import fewshot
 import ui
 
+ui.require_router()
+
 st.title("Benchmark")
 st.markdown("Samples episodes from Omniglot's **test split** and runs every selected method on the same episodes. "
             "Accuracy is the mean query accuracy over episodes, with a 95% confidence interval "

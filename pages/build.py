@@ -6,6 +6,8 @@ import streamlit as st
 import photo_ui
 import ui
 
+ui.require_router()
+
 st.title("Build a task")
 store = ui.task_store()
 photo = photo_ui.mode_switch() == "photo"

@@ -8,6 +8,8 @@ import streamlit as st
 import photo_ui
 import ui
 
+ui.require_router()
+
 st.title("Embedding explorer")
 st.markdown("Each point is one image embedded by the chosen model's backbone, mapped to 2-D with t-SNE or PCA. "
             "Hover a point to see what it is; click it to see the image. Stars are class prototypes (the mean "

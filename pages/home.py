@@ -4,6 +4,8 @@ import streamlit as st
 
 import ui
 
+ui.require_router()
+
 st.title("Few-shot learning lab")
 st.markdown(
     """

@@ -5,6 +5,8 @@ import streamlit as st
 
 import ui
 
+ui.require_router()
+
 st.title("You vs the model")
 st.markdown("Each question shows one drawing of each of N new characters and one more drawing: which character "
             "is it? The models answer the same questions. In Lake et al. (2015), people made **4.5%** errors on "

@@ -7,6 +7,8 @@ import streamlit as st
 
 import ui
 
+ui.require_router()
+
 st.title("Inside each method")
 st.markdown("Every method answers the same question (which class is this query?) for a different reason. "
             "Pick a query of the current task and look at what each method computed.")

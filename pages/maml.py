@@ -8,6 +8,8 @@ import streamlit as st
 import photo_ui
 import ui
 
+ui.require_router()
+
 st.title("Watch MAML adapt")
 st.markdown(
     "MAML starts every task from the same meta-learned weights and takes a few gradient steps on the support "

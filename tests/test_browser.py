@@ -489,3 +489,23 @@ def test_two_sessions_see_their_own_task(browser, server):
     finally:
         for pg in pages:
             pg.close()
+
+
+def test_a_page_opened_by_its_own_link_gets_the_app_around_it(browser, server):
+    """A shared link to /build on a fresh connection: the router's menu and sidebar, not the pages/ file list."""
+    pg = browser.new_page()
+    try:
+        pg.goto(server.rstrip("/") + "/build")
+        _wait_app_idle(pg, LOAD_MS)
+        pg.get_by_role("heading", name="Build a task").first.wait_for(timeout=ACT_MS)
+        _sidebar_link(pg, "Watch MAML adapt").wait_for(timeout=ACT_MS)  # the router's titles, not file names
+        nav = pg.locator('[data-testid="stSidebarNav"]').inner_text()
+        assert "embeddings" not in nav.split() and "Embedding explorer" in nav, nav
+        _no_exception(pg)
+        _open_page(pg, "Watch MAML adapt")  # and the menu works from there
+        pg.get_by_role("heading", name="Watch MAML adapt").first.wait_for(timeout=ACT_MS)
+    except Exception:
+        _save_failure(pg, "direct-link")
+        raise
+    finally:
+        pg.close()
