@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--inner-steps-test", type=_non_negative, default=None)
     t.add_argument("--inner-lr-test", type=float, default=None)
     t.add_argument("--batch-norm", choices=("transductive", "support"), default=None, help="MAML BatchNorm mode")
+    t.add_argument("--checkpoint-inner", action="store_true",
+                   help="MAML: recompute each inner step in the backward pass (memory flat in the number of steps)")
     t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
     t.add_argument("--fce", action="store_true", help="Matching Networks: full-context embeddings")
     t.add_argument("--aggregate", choices=("max", "mean"), default=None, help="Siamese: per-class score")
@@ -153,6 +155,8 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
         for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
+        if args.checkpoint_inner:
+            kw["checkpoint_inner"] = True
     elif m == "mann":
         kw["n_way"] = args.n_way
     elif m == "protonet" and args.distance:

@@ -199,3 +199,16 @@ def test_missing_data_dir(cli_env, workdir, protonet_checkpoint):
                          "--data-dir", empty, "--episodes", 1)
     line = assert_user_error(result, "Omniglot not found")
     assert str(empty) in line
+
+
+def test_train_checkpoint_inner_is_recorded_and_loads(cli_env, workdir):
+    """--checkpoint-inner reaches MAML and its checkpoint (memory-flat inner loop, same meta-gradient)."""
+    from fewshot import load_checkpoint
+
+    out = workdir / "maml-ck.safetensors"
+    result = fewshot_cli(cli_env, workdir, "train", "--method", "maml", "--protocol", "lake", "--episodes", 1,
+                         "--n-way", 5, "--n-query", 1, "--hidden", 8, "--inner-steps", 2, "--checkpoint-inner",
+                         "--val-every", 0, "--quiet", "--out", out)
+    assert result.returncode == 0, result.stderr
+    model, info = load_checkpoint(out)
+    assert info["method_kwargs"]["checkpoint_inner"] is True and model.checkpoint_inner
