@@ -78,19 +78,24 @@ def open_image(source: str | Path | bytes | Image.Image, *, name: str | None = N
     return image
 
 
+def _upright_8bit(image: Image.Image) -> Image.Image:
+    """EXIF rotation applied; 16/32-bit greyscale scaled to 8 bits by the image's own range."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
+        image = Image.fromarray(arr.astype(np.uint8), "L")
+    return image
+
+
 def to_ink(image: Image.Image) -> np.ndarray:
     """Greyscale ink map ``(H, W)`` float32 in ``[0, 1]``, 1 = ink, with EXIF rotation applied.
 
     Transparent pixels count as background. The polarity is chosen from the image border: if the
     border is mostly light the image is inverted (dark ink on light paper, Omniglot's case).
     """
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits by the image's own range.
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        image = Image.fromarray(arr.astype(np.uint8), "L")
+    image = _upright_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = image.convert("RGBA")
@@ -167,12 +172,7 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     Transparent pixels are composited over white (a cut-out object or an emoji on a white page);
     greyscale, palette and 16-bit images become RGB.
     """
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        arr = (arr - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(arr)
-        image = Image.fromarray(arr.astype(np.uint8), "L")
+    image = _upright_8bit(image)
     has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
