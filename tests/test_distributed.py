@@ -143,7 +143,7 @@ def two_ranks(tmp_path_factory) -> tuple[list[dict], Path]:
         for process in context.processes:
             if process.is_alive():
                 process.kill()
-    return [torch.load(folder / f"rank{r}.pt") for r in range(WORLD_SIZE)], folder
+    return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)], folder
 
 
 def _single_process(method: str, meta_batch_size: int, episodes: int = STEPS) -> tuple[dict, list[float]]:
