@@ -324,3 +324,16 @@ def test_checkpointed_adapt_stores_far_fewer_activations(task):
         torch.testing.assert_close(fast[k], reference[k])
         assert fast[k].requires_grad
     assert stored_checkpointed < stored / 4, (stored_checkpointed, stored)
+
+
+def test_batched_path_steps_aside_for_another_backbone(make_task):
+    """The grouped-convolution pass is written for Conv-4; any other backbone trains through the per-task loop."""
+    class Flat(nn.Module):
+        def forward(self, x, stats_from=None):
+            return x.flatten(1)
+
+    model = MAML(3, backbone=Flat(), feature_dim=16 * 16, inner_steps=1).to(DT)
+    tasks = [make_task(3, 1, 2, size=16, dtype=DT, seed=s) for s in range(2)]
+    assert model.batched_episode_loss(tasks) is None
+    loss, logits = model.episode_loss(tasks[0])
+    assert torch.isfinite(loss) and logits.shape == (6, 3)

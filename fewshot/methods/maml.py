@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from ..functional import functional_call  # thread-safe: cached models are shared by sessions
 
-from ..backbones import conv4, normalize_with
+from ..backbones import Conv4, conv4, normalize_with
 from ..tasks import Task
 from .base import FewShotClassifier
 
@@ -269,9 +269,11 @@ class MAML(FewShotClassifier):
         """Mean query loss of several same-shaped tasks in one batched pass (see :func:`_stacked_forward`).
 
         Equals averaging :meth:`episode_loss` over the tasks (tests check the meta-gradients agree).
-        Returns ``None`` when the batched path does not apply (tasks of different shapes), and the
-        training loop then falls back to the per-task loop.
+        Returns ``None`` when the batched path does not apply (tasks of different shapes, or a backbone
+        other than Conv-4, e.g. photo mode's), and the training loop then falls back to the per-task loop.
         """
+        if not isinstance(self.net.backbone, Conv4) or len(self.net.backbone.blocks) != 4:
+            return None
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
         for task in tasks:
