@@ -42,8 +42,9 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0
     batch_tasks: bool = True  # run a meta-batch as one batched pass when the method supports it
-    # Conv weights and activations in channels_last (NHWC) memory format: ~1.3x faster Conv-4 training on
-    # CPUs (benchmarks/speed.py), same numbers up to float rounding. None: on CPU, single process.
+    # Conv weights and activations in channels_last (NHWC) memory format: faster Conv-4 training on CPUs
+    # (ProtoNet episode 136 vs 194 ms: benchmarks/speed.py with and without --nchw), same numbers up to
+    # float rounding. None: on CPU, single process.
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:
