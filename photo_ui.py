@@ -47,6 +47,7 @@ def mode_switch() -> str:
     store = ui.task_store()
     st.session_state["task_mode"] = store.get("mode", "drawn")
     st.radio("What are your examples?", list(MODES), format_func=MODES.get, horizontal=True, key="task_mode",
+             index=list(MODES).index(st.session_state["task_mode"]),
              on_change=_set_mode,
              help="Drawn symbols go to the Omniglot-trained Conv-4 models (28×28 ink). Photos of objects go to "
                   f"a {BACKBONE} whose 1280-d features each method classifies; it needs no training and "
@@ -260,8 +261,8 @@ def camera(n_way: int, names: list[str]) -> None:
                      help="Your browser asks for permission; pictures stay in this session only."):
         return
     targets = [*range(n_way), -1]
-    ui.bind_choice("photo_camera_target", 0, targets, 0)
     target = st.selectbox("Add the next picture to", targets, key="photo_camera_target",
+                          **ui.bind_choice("photo_camera_target", 0, targets, 0),
                           format_func=lambda t: "the queries" if t == -1 else f"class {t + 1} ({names[t] or '?'})")
     shot = st.camera_input("Take a picture", key=f"photo_camera_input_{store.get('uploader_generation', 0)}")
     if shot is None:
@@ -293,9 +294,10 @@ def query_photos(truth_options: list, truth_label, known) -> None:
         for k, (uid, up) in enumerate(queries.items()):
             with cols[k % len(cols)]:
                 show_photo(up["png"], caption=up["name"], width=110)
-                ui.bind_choice(f"truth_up_{uid}", store["truth"].get(f"up:{uid}"), truth_options, truth_options[0])
+                kept = ui.bind_choice(f"truth_up_{uid}", store["truth"].get(f"up:{uid}"), truth_options,
+                                      truth_options[0])
                 store["truth"][f"up:{uid}"] = known(st.selectbox("True class", truth_options, format_func=truth_label,
-                                                                 key=f"truth_up_{uid}"))
+                                                                 key=f"truth_up_{uid}", **kept))
         st.button("Remove the query photos", key=f"clear_up_{QUERY_SLOT}", on_click=ui.remove_uploads,
                   args=(QUERY_SLOT,))
 

@@ -17,6 +17,7 @@ import os
 import re
 import runpy
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -66,12 +67,57 @@ _router = threading.local()  # one script run = one thread: is app.py's router r
 
 
 def run_page(page: Any) -> None:
-    """app.py: run the selected page, marked as routed (see :func:`require_router`)."""
+    """app.py: run the selected page, marked as routed (see :func:`require_router`).
+
+    With ``FEWSHOT_TRACE_FILE`` set, every script run appends one JSON line there: session, page, start time,
+    duration, how it ended (``done``, ``rerun`` = interrupted by a newer request, ``stop``, or an exception's
+    name) and the marks the page left with :func:`trace` (what was clicked, what was computed). It is how the
+    load test (``benchmarks/load_test.py``) tells a lost click from a slow one.
+    """
     _router.active = True
+    _router.marks = []
+    started, outcome = time.time(), "done"
     try:
         page.run()
+    except BaseException as exc:
+        name = type(exc).__name__
+        outcome = {"RerunException": "rerun", "StopException": "stop"}.get(name, name)
+        raise
     finally:
         _router.active = False
+        if TRACE_FILE:
+            _write_trace(page, started, outcome)
+        _router.marks = None  # a fragment's own rerun (no page run around it) is not traced
+
+
+TRACE_FILE = os.environ.get("FEWSHOT_TRACE_FILE")
+_trace_lock = threading.Lock()
+
+
+def trace(mark: str) -> None:
+    """Note what this script run did (a click seen, a result computed) in the run trace; free when tracing is off."""
+    if TRACE_FILE:
+        marks = getattr(_router, "marks", None)
+        if marks is not None:
+            marks.append(f"{mark}@{time.time():.3f}")
+
+
+def _write_trace(page: Any, started: float, outcome: str) -> None:
+    import json
+
+    try:
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        store = st.session_state.get(TASK_KEY) or {}
+        names = [n for n in store.get("names", [])[:store.get("n_way", 0)] if not re.fullmatch(r"Class \d+", str(n))]
+        line = {"t": round(started, 3), "dt": round(time.time() - started, 3), "outcome": outcome,
+                "session": ctx.session_id if ctx else None, "page": getattr(page, "url_path", None) or "home",
+                "names": names, "marks": getattr(_router, "marks", [])}
+        with _trace_lock, open(TRACE_FILE, "a") as f:
+            f.write(json.dumps(line) + "\n")
+    except Exception:  # a trace must never break the page
+        pass
 
 
 def require_router() -> None:
@@ -306,7 +352,7 @@ def sidebar() -> None:
         options = device_options()
         if st.session_state.get("device") not in options:
             st.session_state["device"] = options[-1]
-        st.radio("Device", options, key="device", horizontal=True,
+        st.radio("Device", options, key="device", horizontal=True, index=options.index(st.session_state["device"]),
                  help="Where models run. 'cuda' appears when a GPU is available.")
         if not any(by_method.values()):
             st.warning(f"No checkpoints found in `{checkpoint_dir()}`. Train one with `python -m fewshot train "
@@ -322,9 +368,10 @@ def sidebar() -> None:
                 key = f"ckpt_{method}"
                 if st.session_state.get(key) not in paths:
                     st.session_state[key] = _default_checkpoint(method, paths)
-                chosen = st.selectbox(method_label(method), paths, key=key)
+                chosen = st.selectbox(method_label(method), paths, key=key, index=paths.index(st.session_state[key]))
                 st.caption(describe_checkpoint(metas[chosen], chosen))
             st.text_input("Also look in this folder", key="ckpt_extra_dir", placeholder="/path/to/my/checkpoints",
+                          value=st.session_state.get("ckpt_extra_dir") or "",
                           help="Your own checkpoints (written by `python -m fewshot train`), on the machine "
                                "running the app.")
             for problem in problems:
@@ -639,18 +686,34 @@ def _dedupe(names: list[str]) -> list[str]:
     return out
 
 
-def bind(key: str, value: Any) -> None:
-    """Initialise a widget's state from the store the first time it is drawn on this visit."""
+def bind(key: str, value: Any, *, lo: Any = None, hi: Any = None) -> dict[str, Any]:
+    """Initialise a widget's state from the store the first time it is drawn on this visit; returns the widget's
+    ``value=`` argument: pass it on (``st.slider(..., key=key, **ui.bind(key, v))``).
+
+    Why the value goes in twice: a widget that the browser mounts (or remounts) without knowing its state starts
+    at its *default* and sends that back with the next interaction, which overwrote the user's task under load
+    (20 sessions: class names became empty and N-way fell to the slider's minimum, ``benchmarks/load_test.py``).
+    With the stored value as the default, such a widget starts where the user left it. ``lo``/``hi`` clamp a
+    kept value into a range that has changed since (a widget refuses a default outside its range).
+    """
     if key not in st.session_state:
         st.session_state[key] = value
+    current = st.session_state[key]
+    if lo is not None and current < lo:
+        current = st.session_state[key] = lo
+    if hi is not None and current > hi:
+        current = st.session_state[key] = hi
+    return {"value": current}
 
 
-def bind_choice(key: str, value: Any, options: list, fallback: Any) -> None:
-    """Like :func:`bind` for a choice widget, and repair a kept value that is no longer among ``options``."""
+def bind_choice(key: str, value: Any, options: list, fallback: Any) -> dict[str, Any]:
+    """Like :func:`bind` for a choice widget (returns its ``index=``), and repair a kept value that is no longer
+    among ``options``."""
     if key not in st.session_state:
         st.session_state[key] = value if value in options else fallback
     elif st.session_state[key] not in options:
         st.session_state[key] = fallback
+    return {"index": list(options).index(st.session_state[key])}
 
 
 @dataclass
@@ -900,6 +963,7 @@ def upload_cell(slot: str, label: str, *, help: str | None = None, photo: bool =
             errors[file_id] = f"{f.name}: the image looks blank (no strokes found); upload a picture of a symbol"
             continue
         bucket[file_id] = {"name": f.name, "png": data, "source": "upload"}
+        trace(f"upload:{slot}:{f.name}")
     for file_id in seen - set(now):
         bucket.pop(file_id, None)
         errors.pop(file_id, None)

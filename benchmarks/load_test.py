@@ -54,11 +54,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, log_path: Path) -> subprocess.Popen:
+def start_server(port: int, log_path: Path, trace_path: Path | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **({"FEWSHOT_TRACE_FILE": str(trace_path)} if trace_path else {})})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -102,10 +102,15 @@ async def choose(page, label: str, option: str) -> None:
     await idle(page)
 
 
-async def session(browser, url: str, k: int, support_png: list[bytes], symbols: list[str], start: asyncio.Event) -> dict:
+async def session(browser, url: str, k: int, support_png: list[bytes], symbols: list[str], start: asyncio.Event,
+                  args_shots: str | None = None) -> dict:
     c = k % len(symbols)
     own = f"s{k:02d}-{symbols[c]}"
-    record: dict = {"session": k, "own_class": own, "errors": []}
+    record: dict = {"session": k, "own_class": own, "errors": [], "timeline": []}
+
+    def mark(what: str) -> None:  # wall-clock times, to line up with the server's run trace
+        record["timeline"].append([round(time.time(), 3), what])
+
     ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
     page = await ctx.new_page()
     page.set_default_timeout(ACTION_MS)
@@ -122,35 +127,43 @@ async def session(browser, url: str, k: int, support_png: list[bytes], symbols: 
         await page.get_by_role("heading", name="Build a task", level=1).wait_for(timeout=ACTION_MS)
         await idle(page)
         record["open_build_s"] = time.perf_counter() - t0
+        mark("load example")
         await page.get_by_role("button", name="Load the example task (synthetic symbols)").click()
         await wait_text(page, "Task status: 5/5 classes have examples · 5 queries")
         await idle(page)
+        mark("remove queries")
         await page.get_by_role("button", name="Remove uploaded queries").click()
         await wait_text(page, "Task status: 5/5 classes have examples · 0 queries")
         await idle(page)
         box = page.get_by_label(f"Class {c + 1} name", exact=True)
+        mark("rename class")
         await box.fill(own)
         await box.press("Enter")
         await idle(page)
         record["upload_attempts"] = 0
-        while True:  # an upload that lands while the uploader is re-rendered is lost; the user would drop it again
+        while True:  # dropped again only if the page, idle, still shows no query (what a user would do)
             record["upload_attempts"] += 1
+            mark(f"upload query (attempt {record['upload_attempts']})")
             uploader = page.locator('[data-testid="stFileUploader"]', has_text="Upload query images")
             await uploader.locator('input[type="file"]').set_input_files(
                 files=[{"name": f"query-{k:02d}.png", "mimeType": "image/png", "buffer": support_png[c]}])
+            status = page.get_by_text("Task status: 5/5 classes have examples · 1 queries").first
             try:
-                await page.get_by_text("Task status: 5/5 classes have examples · 1 queries").first.wait_for(
-                    state="visible", timeout=90_000)
+                await status.wait_for(state="visible", timeout=90_000)
                 break
             except Exception:
-                if record["upload_attempts"] >= 3:
-                    raise
                 await idle(page)
+                if await status.count():
+                    break
+                if record["upload_attempts"] >= 3 or not await page.get_by_text("· 0 queries").count():
+                    raise
         await idle(page)
+        mark("choose true class")
         await choose(page, "True class", own)
 
         # ---- classify (ProtoNet, the page's default method)
         t0 = time.perf_counter()
+        mark("click classify")
         await page.get_by_role("button", name="Classify", exact=True).click()
         line = page.get_by_text("Prediction for Query 1 (Prototypical Networks):", exact=False).first
         await line.wait_for(state="visible", timeout=ACTION_MS)
@@ -168,11 +181,13 @@ async def session(browser, url: str, k: int, support_png: list[bytes], symbols: 
         await idle(page)
         record["maml_open_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        mark("click step")
         await page.get_by_role("button", name="Step", exact=True).click()
         await wait_text(page, "Adapted: step 1 of")
         await idle(page)
         record["maml_step_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        mark("click play")
         await page.get_by_role("button", name="Play", exact=True).click()
         await wait_text(page, "(done)")
         await idle(page)
@@ -185,7 +200,14 @@ async def session(browser, url: str, k: int, support_png: list[bytes], symbols: 
         body = await page.locator("body").inner_text()
         record["sees_other_sessions"] = sorted(set(re.findall(r"s\d\d-[a-z]+", body)) - {own})
     except Exception as exc:  # reported in the JSON: a failure is a result of a load test
+        mark("failed")
         record["errors"].append(f"{type(exc).__name__}: {str(exc)[:500]}")
+        try:  # what the page showed when the session gave up
+            record["page_text_at_failure"] = " ".join((await page.locator("body").inner_text(timeout=10_000)).split())[-3000:]
+            if args_shots:
+                await page.screenshot(path=str(Path(args_shots) / f"session-{k:02d}.png"), full_page=True, timeout=20_000)
+        except Exception as exc2:
+            record["page_text_at_failure"] = f"(could not read the page: {type(exc2).__name__})"
     finally:
         await ctx.close()
     return record
@@ -209,7 +231,11 @@ async def run(args) -> dict:
     support_png = [pngs[0] for pngs in example["support"]]
     port = free_port()
     log_path = Path(args.log)
-    server = start_server(port, log_path)
+    trace_path = Path(args.trace)
+    trace_path.unlink(missing_ok=True)
+    if args.screenshots:
+        Path(args.screenshots).mkdir(parents=True, exist_ok=True)
+    server = start_server(port, log_path, trace_path)
     url = f"http://127.0.0.1:{port}"
     load_before = os.getloadavg()
     t_start = time.perf_counter()
@@ -217,7 +243,7 @@ async def run(args) -> dict:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             start = asyncio.Event()
-            tasks = [asyncio.create_task(session(browser, url, k, support_png, example["names"], start))
+            tasks = [asyncio.create_task(session(browser, url, k, support_png, example["names"], start, args.screenshots))
                      for k in range(args.sessions)]
             start.set()  # every session starts at once
             records = await asyncio.gather(*tasks)
@@ -241,6 +267,14 @@ async def run(args) -> dict:
         "wall_s": round(wall, 1),
     }
     server_log = log_path.read_text(errors="replace")
+    runs = [json.loads(line) for line in trace_path.read_text().splitlines() if line.strip()] \
+        if trace_path.exists() else []
+    for r in records:  # a failed session's own script runs (its class name is in its task), beside its timeline
+        if r["errors"]:
+            r["server_runs"] = [run for run in runs if r["own_class"] in run.get("names", [])]
+    outcomes: dict[str, int] = {}
+    for run_ in runs:
+        outcomes[run_["outcome"]] = outcomes.get(run_["outcome"], 0) + 1
     return {
         "command": "python benchmarks/load_test.py " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -253,6 +287,7 @@ async def run(args) -> dict:
         "summary": summary,
         "latency_s": ops,
         "server_log_tracebacks": server_log.count("Traceback"),
+        "server_runs": {"traced": len(runs), "outcomes": outcomes},
         "sessions_detail": records,
     }
 
@@ -262,6 +297,9 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load_test.json"))
     parser.add_argument("--log", default="/tmp/fewshot-load-test-server.log")
+    parser.add_argument("--trace", default="/tmp/fewshot-load-test-trace.jsonl",
+                        help="the server's run trace (FEWSHOT_TRACE_FILE): one JSON line per script run")
+    parser.add_argument("--screenshots", default=None, help="folder for a screenshot of every session that fails")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -30,16 +30,15 @@ with st.form("bench_form"):
     protocol = c1.radio("Protocol", list(PROTOCOLS), format_func=PROTOCOLS.get, key="bench_protocol")
     n_way = c2.radio("Way", [5, 20], key="bench_way", horizontal=True)
     n_shot = c2.radio("Shot", [1, 5], key="bench_shot", horizontal=True)
-    ui.bind("bench_episodes", 100)
     episodes = c3.number_input("Episodes", 1, 5000, step=50, key="bench_episodes",
+                               **ui.bind("bench_episodes", 100, lo=1, hi=5000),
                                help="The papers use 1,000 or more; 100 gives a rough ±1–3% interval.")
-    ui.bind("bench_query", 5)
-    n_query = c3.number_input("Queries per class", 1, 15, key="bench_query")
-    ui.bind("bench_seed", 0)
-    seed = c3.number_input("Seed", 0, 10**6, key="bench_seed")
+    n_query = c3.number_input("Queries per class", 1, 15, key="bench_query", **ui.bind("bench_query", 5, lo=1, hi=15))
+    seed = c3.number_input("Seed", 0, 10**6, key="bench_seed", **ui.bind("bench_seed", 0, lo=0, hi=10**6))
     ui.bind("bench_methods", list(methods))
     st.session_state["bench_methods"] = [m for m in st.session_state["bench_methods"] if m in methods]
-    chosen = st.multiselect("Methods", methods, format_func=ui.method_label, key="bench_methods")
+    chosen = st.multiselect("Methods", methods, format_func=ui.method_label, key="bench_methods",
+                            default=st.session_state["bench_methods"])
     run = st.form_submit_button("Run benchmark", type="primary", key="bench_run")
 
 if run:
@@ -104,8 +103,8 @@ if saved:
                    "(new alphabets) is harder. People make 4.5% errors on 20-way one-shot (Lake et al. 2015).")
 
         st.subheader("Inspect one episode")
-        ui.bind("bench_episode", 1)
-        index = st.number_input("Episode", 1, cfg["episodes"], key="bench_episode")
+        index = st.number_input("Episode", 1, cfg["episodes"], key="bench_episode",
+                                **ui.bind("bench_episode", 1, lo=1, hi=cfg["episodes"]))
         dataset = ui.omniglot(cfg["protocol"], "test")
         if dataset is not None:
             task = ui.sample_episode(dataset, cfg["n_way"], cfg["n_shot"], cfg["n_query"], seed=cfg["seed"],

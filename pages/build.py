@@ -42,16 +42,16 @@ if data_folder is None and not photo:
     st.caption("Set FEWSHOT_DATA_DIR to the Omniglot folder to get example tasks from Omniglot.")
 
 # ---- task shape (widgets mirror the store, so the values survive page switches)
-ui.bind("n_way", store["n_way"])
-ui.bind("n_shot", store["n_shot"])
-ui.bind("n_queries", store["n_queries"])
-ui.bind("stroke_width", store["stroke"])
 c1, c2, c3, c4 = st.columns(4)
-store["n_way"] = c1.slider("Classes (N-way)", 2, ui.MAX_WAY, key="n_way")
+store["n_way"] = c1.slider("Classes (N-way)", 2, ui.MAX_WAY, key="n_way",
+                           **ui.bind("n_way", store["n_way"], lo=2, hi=ui.MAX_WAY))
 if not photo:  # photo mode: as many photos per class and queries as are uploaded
-    store["n_shot"] = c2.slider("Drawings per class (K-shot)", 1, ui.MAX_SHOT, key="n_shot")
-    store["n_queries"] = c3.slider("Query drawings", 1, ui.MAX_QUERY_CANVASES, key="n_queries")
+    store["n_shot"] = c2.slider("Drawings per class (K-shot)", 1, ui.MAX_SHOT, key="n_shot",
+                                **ui.bind("n_shot", store["n_shot"], lo=1, hi=ui.MAX_SHOT))
+    store["n_queries"] = c3.slider("Query drawings", 1, ui.MAX_QUERY_CANVASES, key="n_queries",
+                                   **ui.bind("n_queries", store["n_queries"], lo=1, hi=ui.MAX_QUERY_CANVASES))
     store["stroke"] = c4.slider("Pen width", 6, 14, key="stroke_width",
+                                **ui.bind("stroke_width", store["stroke"], lo=6, hi=14),
                                 help="About 10 on the 210-pixel canvas matches Omniglot's stroke width.")
 n_way, n_shot = store["n_way"], store["n_shot"]
 size = ui.CANVAS_SIZE
@@ -65,8 +65,8 @@ for row_start in range(0, n_way, per_row):
     cards = st.columns(per_row)
     for i, card in zip(range(row_start, min(row_start + per_row, n_way)), cards):
         with card.container(border=True):
-            ui.bind(f"class_name_{i}", store["names"][i])
-            store["names"][i] = st.text_input(f"Class {i + 1} name", key=f"class_name_{i}", max_chars=40)
+            store["names"][i] = st.text_input(f"Class {i + 1} name", key=f"class_name_{i}", max_chars=40,
+                                              **ui.bind(f"class_name_{i}", store["names"][i]))
             if photo:
                 photo_ui.class_photos(i)
                 continue
@@ -109,9 +109,9 @@ with st.container(border=True):
             with q_cols[j % len(q_cols)]:
                 ui.canvas_cell(key, f"Query {j + 1}", size=size)
                 current = store["truth"].get(key)
-                ui.bind_choice(f"truth_{key}", current, truth_options, UNKNOWN)
+                kept = ui.bind_choice(f"truth_{key}", current, truth_options, UNKNOWN)
                 store["truth"][key] = known(st.selectbox("True class (optional)", truth_options,
-                                                         format_func=truth_label, key=f"truth_{key}"))
+                                                         format_func=truth_label, key=f"truth_{key}", **kept))
         uploaded_q = store["uploads"].get("q", {})
         if uploaded_q:
             st.caption("Uploaded queries, as the model sees them:")
@@ -120,8 +120,8 @@ with st.container(border=True):
                 with up_cols[k % len(up_cols)]:
                     ui.show_model_input(up["png"], caption=up["name"], scale=2)
                     current = store["truth"].get(f"up:{uid}")
-                    ui.bind_choice(f"truth_up_{uid}", current, truth_options, UNKNOWN)
-                    store["truth"][f"up:{uid}"] = known(st.selectbox("True class", truth_options,
+                    kept = ui.bind_choice(f"truth_up_{uid}", current, truth_options, UNKNOWN)
+                    store["truth"][f"up:{uid}"] = known(st.selectbox("True class", truth_options, **kept,
                                                                      format_func=truth_label, key=f"truth_up_{uid}"))
             st.button("Remove uploaded queries", key="clear_up_q", on_click=ui.remove_uploads, args=("q",))
 
@@ -133,13 +133,14 @@ if not methods:
     st.warning(photo_ui.no_methods_message(view))
     st.stop()
 choices = ["all", *methods]
-ui.bind_choice("build_method", "protonet", choices, methods[0])
 method = st.selectbox("Method", choices, key="build_method",
+                      **ui.bind_choice("build_method", "protonet", choices, methods[0]),
                       format_func=lambda m: "All methods side by side" if m == "all" else ui.method_label(m))
 clicked = st.button("Classify", key="classify", type="primary")
 ready = sum(bool(examples) for examples in view.support)
 st.caption(f"Task status: {ready}/{view.n_way} classes have examples · {len(view.queries)} queries")
 if clicked:
+    ui.trace(f"classify_clicked:ready={ready}/{view.n_way}:queries={len(view.queries)}:can={view.can_classify}")
     ui.show_task_problems(view)  # everything that stops classification, said once the user asks for it
 else:
     for message in view.name_errors:
@@ -157,6 +158,7 @@ if clicked and view.can_classify:
                 problems.append(str(exc))
     st.session_state["build_results"] = {"fingerprint": view.fingerprint(), "n_way": view.n_way,
                                          "method": method, "results": results, "problems": problems}
+    ui.trace(f"classified:{','.join(results)}:problems={len(problems)}")
 
 saved = st.session_state.get("build_results")
 if saved and saved["fingerprint"] == view.fingerprint() and saved["n_way"] == view.n_way and view.can_classify:

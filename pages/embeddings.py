@@ -25,11 +25,11 @@ SOURCES = {"task": "The current task (Build a task)", "omniglot": "Omniglot char
            "folder": "A folder of class subfolders (your own data)"}
 c1, c2, c3, c4 = st.columns([2, 1.3, 1, 1.3])
 source = c1.radio("Points", ["task"] if photo else list(SOURCES), format_func=SOURCES.get, key="emb_source")
-ui.bind_choice("emb_method", "protonet", methods, methods[0])
-method = c2.selectbox("Model", methods, format_func=ui.method_label, key="emb_method")
+method = c2.selectbox("Model", methods, format_func=ui.method_label, key="emb_method",
+                      **ui.bind_choice("emb_method", "protonet", methods, methods[0]))
 projection = c3.radio("Map", ["t-SNE", "PCA"], key="emb_projection")
-ui.bind("emb_perplexity", 10)
 perplexity = c4.slider("t-SNE perplexity", 2, 50, key="emb_perplexity", disabled=projection != "t-SNE",
+                       **ui.bind("emb_perplexity", 10, lo=2, hi=50),
                        help="Roughly how many neighbours each point pays attention to; clamped below the number "
                             "of points.")
 loaded = photo_ui.get_model(method) if photo else ui.require_model(method)
@@ -51,8 +51,8 @@ if source == "task":
     elif data_folder is not None:
         b1, b2 = st.columns(2)
         background = b1.checkbox("Add Omniglot characters as background", key="emb_background")
-        ui.bind("emb_n_background", 20)
         n_background = b2.slider("Background characters (5 drawings each)", 5, 100, key="emb_n_background",
+                                 **ui.bind("emb_n_background", 20, lo=5, hi=100),
                                  disabled=not background)
         if background:
             dataset = ui.omniglot("lake", "test", size)
@@ -66,8 +66,8 @@ elif source == "omniglot":
     dataset = ui.omniglot("lake", "test", size)
     if dataset is None:
         st.stop()
-    ui.bind("emb_n_classes", 10)
-    n_classes = st.slider("Characters (10 drawings each; 5 are the support set)", 3, 40, key="emb_n_classes")
+    n_classes = st.slider("Characters (10 drawings each; 5 are the support set)", 3, 40, key="emb_n_classes",
+                          **ui.bind("emb_n_classes", 10, lo=3, hi=40))
     task = ui.sample_episode(dataset, n_classes, 5, 5, seed=11)
     points = ui.PointSet()
     points.add_task(task, [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids])
@@ -103,9 +103,8 @@ elif method in ("maml", "fomaml") and points.n_support:
     if message:
         st.info(message + " The map shows the meta-learned embedding only.")
     else:
-        ui.bind("emb_maml_step", 0)
         maml_step = st.slider(f"MAML inner steps on the support set (lr {inner_lr:g}); 0 = before adaptation",
-                              0, 10, key="emb_maml_step")
+                              0, 10, key="emb_maml_step", **ui.bind("emb_maml_step", 0, lo=0, hi=10))
 
 SYMBOL_MAP = {"support": "circle", "query": "diamond", "prototype": "star", "background": "circle-open"}
 

@@ -33,8 +33,8 @@ methods = ui.available_methods()
 if not methods:
     st.warning("No checkpoints found, so no model can answer yet; see the sidebar.")
     st.stop()
-ui.bind_choice("home_method", "protonet", methods, methods[0])
-method = st.selectbox("Model", methods, format_func=ui.method_label, key="home_method")
+method = st.selectbox("Model", methods, format_func=ui.method_label, key="home_method",
+                      **ui.bind_choice("home_method", "protonet", methods, methods[0]))
 loaded = ui.require_model(method)
 
 dataset = ui.omniglot("lake", "test", loaded.image_size, explain=False)

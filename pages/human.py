@@ -19,8 +19,7 @@ methods = ui.available_methods()
 
 c1, c2, c3 = st.columns([1, 1, 2])
 n_way = c1.radio("Question type", [5, 20], format_func=lambda n: f"{n}-way one-shot", key="human_way")
-ui.bind("human_questions", 10)
-n_questions = c2.number_input("Questions", 1, 50, key="human_questions")
+n_questions = c2.number_input("Questions", 1, 50, key="human_questions", **ui.bind("human_questions", 10, lo=1, hi=50))
 c3.caption("Characters come from the 20 evaluation alphabets, which the lake-protocol models never saw. "
            "(Lake et al. drew the 20 characters of a trial from one alphabet, which is harder than here.)")
 

@@ -18,8 +18,7 @@ if not ui.task_or_example_prompt(view):
     st.stop()
 
 query_options = list(range(len(view.queries)))
-ui.bind_choice("inside_query", 0, query_options, 0)
-q = st.selectbox("Query", query_options, key="inside_query",
+q = st.selectbox("Query", query_options, key="inside_query", **ui.bind_choice("inside_query", 0, query_options, 0),
                  format_func=lambda j: f"Query {j + 1} ({view.queries[j].label})")
 
 support_examples = [ex for examples in view.support for ex in examples]

@@ -33,18 +33,17 @@ if view.mode == "photo":
             "its chart shows the absolute change ‖w − w₀‖. Switch back to drawings in **Build a task**.")
 
 c1, c2, c3 = st.columns(3)
-ui.bind_choice("maml_variant", "maml", available, available[0])
 variant = c1.radio("MAML variant", available, key="maml_variant", format_func=ui.method_label,
+                   **ui.bind_choice("maml_variant", "maml", available, available[0]),
                    help="Second- and first-order MAML differ in meta-training only (whether the meta-gradient "
                         "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
                         "so this picks which trained checkpoint to start from.")
 loaded = photo_ui.require_model_for(view, variant)
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
-ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0))
-ui.bind("maml_steps", 5)
 inner_lr = c2.slider("Inner learning rate", 0.01, 2.0, key="maml_lr", step=0.01,
+                     **ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0), lo=0.01, hi=2.0),
                      help=f"This checkpoint was evaluated with {default_lr:g}.")
-inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps",
+inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps", **ui.bind("maml_steps", 5, lo=1, hi=20),
                         help=f"This checkpoint was trained with {getattr(loaded.model, 'inner_steps', '?')} step(s).")
 
 message = ui.check_way(loaded, view.n_way)

@@ -233,6 +233,33 @@ def test_bad_input_gets_messages_and_keeps_the_rest(env):
     assert "Prediction for Query 1 (Prototypical Networks):" in texts(at)
 
 
+def browser_remounts_every_widget_at_its_default(at: AppTest) -> None:
+    """What a browser does with a widget it (re)mounts without knowing its state (seen under load: 20 sessions):
+    the widget shows its *default* and sends that back with the next interaction."""
+    for slider in at.slider:
+        slider.set_value(type(slider.value)(slider.proto.default[0]))
+    for box in at.text_input:
+        box.set_value(box.proto.default)
+    for box in at.selectbox:
+        if box.proto.HasField("default"):
+            box.select_index(box.proto.default)
+
+
+def test_widgets_remounted_at_their_default_keep_the_task(env):
+    at = app("build")
+    at.button(key="example_synthetic").click().run()
+    at.text_input(key="class_name_2").set_value("my triangle").run()
+    before = at.session_state["task"]
+    kept = (before["n_way"], list(before["names"][:5]), dict(before["truth"]), at.selectbox(key="build_method").value)
+    assert kept[0] == 5 and kept[1][2] == "my triangle" and any(v is not None for v in kept[2].values())
+    browser_remounts_every_widget_at_its_default(at)
+    at.run()
+    assert not at.exception, at.exception
+    after = at.session_state["task"]
+    assert (after["n_way"], list(after["names"][:5]), dict(after["truth"]), at.selectbox(key="build_method").value) == kept
+    assert "5/5 classes have examples · 5 queries" in texts(at)
+
+
 def test_task_survives_page_switches(env):
     at = app("build")
     draw_task(at)
