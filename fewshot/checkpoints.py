@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, 
         record["train_state"] = {"step": train_state.step, "optimizer": optim_meta}
         record["history"] = train_state.history
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"fewshot": json.dumps(record)})
@@ -115,7 +116,37 @@ def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_orphaned_temp_files(path)
     return path
+
+
+def _remove_orphaned_temp_files(path: Path) -> None:
+    """Delete the half-written temporary files a killed writer of ``path`` left behind (``.name.<pid>.*.tmp``).
+
+    A temp file is an orphan when the process named in it is gone; one of a living process (another writer
+    at this moment) is left alone. Files without a pid (older fewshot versions) go when a day old.
+    """
+    for leftover in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        pid_part = leftover.name[len(path.name) + 2:].split(".", 1)[0]
+        try:
+            if pid_part.isdigit():
+                if _process_alive(int(pid_part)):
+                    continue
+            elif time.time() - leftover.stat().st_mtime < 86400:
+                continue
+            leftover.unlink()
+        except OSError:  # gone already, or not ours to delete: never a reason to fail a save
+            pass
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # exists (another user's process), or not a pid at all: leave the file
+    return True
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

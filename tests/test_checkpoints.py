@@ -179,3 +179,26 @@ def test_random_bytes(tmp_path):
 def test_unknown_method_is_refused_at_save(tmp_path):
     with pytest.raises(ValueError, match="unknown method"):
         save_checkpoint(tmp_path / "x.safetensors", PrototypicalNetwork(hidden=4), method="reptile")
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_save(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from fewshot import save_checkpoint
+
+    model = PrototypicalNetwork()
+    path = tmp_path / "run [1].safetensors"  # glob characters in the name must not matter
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    orphan = tmp_path / f".{path.name}.{int(dead.stdout)}.abc123.tmp"  # a writer killed mid-write
+    orphan.write_bytes(b"half a checkpoint")
+    writing = tmp_path / f".{path.name}.{os.getpid()}.def456.tmp"  # a living writer's file: not ours to delete
+    writing.write_bytes(b"being written")
+    other = tmp_path / ".other.safetensors.1.x.tmp"  # another checkpoint's temp file
+    other.write_bytes(b"x")
+    save_checkpoint(path, model, method="protonet")
+    assert not orphan.exists()
+    assert writing.exists() and other.exists()
+    assert load_checkpoint(path)[0] is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, writing.name, other.name])
