@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAML: recompute each inner step in the backward pass (memory flat in the number of steps)")
     t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
     t.add_argument("--fce", action="store_true", help="Matching Networks: full-context embeddings")
+    t.add_argument("--cosine-scale", type=float, default=10.0,
+                   help="Matching Networks: initial value of the learned scale on cosine similarities "
+                        "(0: the paper's unscaled cosines)")
     t.add_argument("--aggregate", choices=("max", "mean"), default=None, help="Siamese: per-class score")
     t.add_argument("--finetune-steps", type=_non_negative, default=None)
     t.add_argument("--finetune-backbone", action="store_true")
@@ -163,6 +166,7 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
         kw["distance"] = args.distance
     elif m == "matching":
         kw["fce"] = args.fce
+        kw["scale_init"] = args.cosine_scale if args.cosine_scale > 0 else None
     elif m == "siamese" and args.aggregate:
         kw["aggregate"] = args.aggregate
     elif m == "finetune":

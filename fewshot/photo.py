@@ -276,7 +276,8 @@ def build_photo_model(method: str, *, n_way: int = 10, inner_lr: float = 0.1, in
     if method == "protonet":
         return PrototypicalNetwork(FeatureInput(dim), **kwargs)
     if method == "matching":
-        return MatchingNetwork(FeatureInput(dim), feature_dim=dim, **kwargs)
+        # untrained: the paper's plain cosine attention (a scale of 10 is only a starting point for training)
+        return MatchingNetwork(FeatureInput(dim), feature_dim=dim, **{"scale_init": None, **kwargs})
     if method == "finetune":
         return FineTuneBaseline(1, backbone=FeatureInput(dim), feature_dim=dim, finetune_steps=finetune_steps,
                                 finetune_lr=finetune_lr, **kwargs)
