@@ -1,23 +1,67 @@
-"""Few-shot lab: the router. Run with ``streamlit run app.py``; pages live in ``pages/``, shared helpers in ``ui.py``."""
+"""Few-shot lab: the router. Run with ``streamlit run app.py``; pages live in ``pages/``, shared helpers in ``ui.py``.
+
+Every script run (each session, each rerun) executes this file as ``__main__``: that is the router below.
+``streamlit run app.py`` also finds the ``app = st.App(...)`` at the bottom and imports this file once, at server
+start, as the module ``app``. Its lifespan hook imports ``ui`` (torch and fewshot: ~3 s of CPU here) and the modules
+of the next pages in a background thread while the browser is still loading the page, so the first visitor does not
+wait for them (``benchmarks/speed.py --only demo``, ``app_ready``).
+"""
 
 import streamlit as st
 
-import ui
+import streamlit_patches
 
-st.set_page_config(page_title="Few-shot lab", page_icon="✏️", layout="wide")
+streamlit_patches.keep_upload_answers_through_queue_clears()  # before any session exists; idempotent
 
-PAGES = [
-    st.Page("pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
-    st.Page("pages/build.py", title="Build a task", icon="✏️", url_path="build"),
-    st.Page("pages/maml.py", title="Watch MAML adapt", icon="🎞️", url_path="maml"),
-    st.Page("pages/embeddings.py", title="Embedding explorer", icon="🗺️", url_path="embeddings"),
-    st.Page("pages/benchmark.py", title="Benchmark", icon="📊", url_path="benchmark"),
-    st.Page("pages/inside.py", title="Inside each method", icon="🔍", url_path="inside"),
-    st.Page("pages/human.py", title="You vs the model", icon="🧑", url_path="human"),
-]
+if __name__ == "__main__":
+    import ui
 
-ui.configure_torch()
-page = st.navigation(PAGES)
-st.session_state["_page"] = page.url_path or "home"
-ui.sidebar()
-ui.run_page(page)
+    st.set_page_config(page_title="Few-shot lab", page_icon="✏️", layout="wide")
+
+    PAGES = [
+        st.Page("pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
+        st.Page("pages/build.py", title="Build a task", icon="✏️", url_path="build"),
+        st.Page("pages/maml.py", title="Watch MAML adapt", icon="🎞️", url_path="maml"),
+        st.Page("pages/embeddings.py", title="Embedding explorer", icon="🗺️", url_path="embeddings"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon="📊", url_path="benchmark"),
+        st.Page("pages/inside.py", title="Inside each method", icon="🔍", url_path="inside"),
+        st.Page("pages/human.py", title="You vs the model", icon="🧑", url_path="human"),
+    ]
+
+    ui.configure_torch()
+    page = st.navigation(PAGES)
+    st.session_state["_page"] = page.url_path or "home"
+    ui.sidebar()
+    ui.run_page(page)
+else:  # imported once by `streamlit run app.py` at server start, to find the ASGI app below
+    import importlib
+    import threading
+    from contextlib import asynccontextmanager
+
+    # What the first pages import, in the order they need it: the home page needs ui (torch, fewshot); Build a
+    # task adds photo_ui and, once it shows results, pandas. Only imports: models and data load on first use.
+    WARM_UP_MODULES = ("ui", "streamlit.emojis", "photo_ui", "pandas")
+
+    def warm_up() -> None:
+        for name in WARM_UP_MODULES:
+            importlib.import_module(name)  # a script run importing the same module waits for this one (import lock)
+
+    def open_browser() -> None:
+        """What plain `streamlit run` does when not headless (in st.App mode Streamlit leaves it out)."""
+        if st.get_option("server.headless"):
+            return
+        try:
+            from streamlit import cli_util
+            from streamlit.web.server import server_util
+
+            cli_util.open_browser(server_util.get_url(st.get_option("browser.serverAddress") or "localhost"))
+        except Exception as exc:  # Streamlit internals; the URL is printed anyway
+            print(f"Could not open a browser ({exc}); open the URL above.")
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        threading.Thread(target=warm_up, name="fewshot-warm-up", daemon=True).start()
+        open_browser()
+        yield
+
+    app = st.App(__file__, lifespan=lifespan)
