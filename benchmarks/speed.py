@@ -394,7 +394,7 @@ def bench_demo(quick: bool) -> dict:
     return out
 
 
-def app_ready_seconds(repeats: int = 3) -> dict:
+def app_ready_seconds(repeats: int = 3, root: Path = ROOT) -> dict:
     """``streamlit run app.py`` until the home page is ready to use in headless chromium, then Build a task -> Classify.
 
     Every repeat starts a fresh server (nothing imported or cached) and a fresh browser and records:
@@ -403,7 +403,7 @@ def app_ready_seconds(repeats: int = 3) -> dict:
     click on *Build a task* until that page is idle), ``classify_s`` (the example task loaded, a click on
     *Classify* until the predictions are shown) and the server's CPU seconds until the home page was complete
     (steadier than wall time on a shared machine). Medians over ``repeats``; without chromium or playwright only
-    the health endpoint is timed.
+    the health endpoint is timed. ``root``: the checkout whose ``app.py`` runs (to compare two commits).
     """
     import socket
     import statistics
@@ -436,9 +436,9 @@ def app_ready_seconds(repeats: int = 3) -> dict:
             port = s.getsockname()[1]
         env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                                 "true", "--server.port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(Path(root) / "app.py"),
+                                 "--server.headless", "true", "--server.port", str(port)], cwd=root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             url = f"http://127.0.0.1:{port}"
             while True:
@@ -486,7 +486,7 @@ def app_ready_seconds(repeats: int = 3) -> dict:
     if any("error" in r for r in runs):
         return next(r for r in runs if "error" in r)
     out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    out.update(target_s=5.0, repeats=repeats, omniglot=bool(os.environ.get("FEWSHOT_DATA_DIR")),
+    out.update(target_s=5.0, repeats=repeats, runs=runs, omniglot=bool(os.environ.get("FEWSHOT_DATA_DIR")),
                what="median_s: launch until the home page is complete (example episode answered, script idle)")
     return out
 
