@@ -51,9 +51,91 @@ class _Classifier(nn.Module):
         return self.head(self.backbone(x, stats_from) if stats_from is not None else self.backbone(x))
 
 
+def _direct_conv4(net: nn.Module, weights: Weights) -> list[float] | None:
+    """The BatchNorm eps of each block when :func:`_conv4_logits` can run ``net`` with ``weights``, else ``None``.
+
+    That is MAML's own network: a :class:`_Classifier` of a plain :class:`Conv4` (no running statistics,
+    hence no buffers) and a linear head, with ``weights`` naming every parameter. Anything else (photo
+    mode's backbone, a subclass, partial weights) goes through :func:`functional_call`.
+    """
+    if type(net) is not _Classifier or type(net.backbone) is not Conv4 or type(net.head) is not nn.Linear:
+        return None
+    blocks = net.backbone.blocks
+    if any(b.norm.running_mean is not None or b.conv.padding != (1, 1) or b.conv.stride != (1, 1) for b in blocks):
+        return None
+    if len(weights) != 4 * len(blocks) + 2 or any(f"backbone.blocks.{i}.norm.bias" not in weights for i in range(len(blocks))):
+        return None
+    return [b.norm.eps for b in blocks]
+
+
+def _few_channel_conv(x: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
+    """3x3 convolution (padding 1) of a 1-3 channel ``x`` as one matrix product, returned in ``channels_last``.
+
+    oneDNN runs a convolution with so few input channels in NCHW and slowly (its weight gradient most
+    of all), and the 64-channel output would then need converting; ``(B*H*W, 9*C) @ (9*C, out)`` lays
+    the result out as NHWC directly, and its gradients (and their gradients) are matrix products too.
+    """
+    b, c, height, width = x.shape
+    cols = F.unfold(x, 3, padding=1).transpose(1, 2).reshape(b * height * width, 9 * c)  # (B*H*W, C*9)
+    out = torch.addmm(bias, cols, kernel.reshape(kernel.shape[0], -1).t())  # (B*H*W, out)
+    return out.view(b, height, width, -1).permute(0, 3, 1, 2)  # (B, out, H, W), channels_last strides
+
+
+def _conv4_logits(weights: Weights, images: Tensor, eps: list[float], *, stats_from: int | None = None,
+                  stats: list[tuple[Tensor, Tensor]] | None = None,
+                  save_stats: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+    """MAML's Conv-4 + head as plain tensor operations: what ``functional_call(net, weights, ...)`` computes.
+
+    On a CPU everything runs in the ``channels_last`` memory format, where oneDNN's convolutions and
+    max-pooling are faster than in NCHW (NCHW max-pooling: ~15x slower here); the first convolution of a
+    1-3 channel image is a matrix product (:func:`_few_channel_conv`). No module is entered (no attribute
+    swapping, no hooks), which also keeps it thread-safe.
+
+    BatchNorm: batch statistics (``stats_from=None``), those of ``images[:stats_from]``, or given
+    ``stats`` (per block ``(mean, invstd)``, e.g. the support set's from ``save_stats``, which collects
+    them in batch-statistics mode; no gradient flows through saved statistics).
+    """
+    channels_last = images.device.type == "cpu"
+    h = images
+    for i, block_eps in enumerate(eps):
+        p = f"backbone.blocks.{i}."
+        kernel, bias = weights[p + "conv.weight"], weights[p + "conv.bias"]
+        if channels_last and i == 0 and kernel.shape[1] <= 3:
+            h = _few_channel_conv(h, kernel, bias)
+        else:
+            if channels_last:
+                kernel = kernel.contiguous(memory_format=torch.channels_last)  # no-op once it is
+            h = F.conv2d(h, kernel, bias, padding=1)
+        gamma, beta = weights[p + "norm.weight"], weights[p + "norm.bias"]
+        if stats is not None:
+            mean, invstd = stats[i]
+            scale = gamma * invstd
+            h = h * scale[:, None, None] + (beta - mean * scale)[:, None, None]
+        elif stats_from is not None:
+            ref = h[:stats_from]
+            h = normalize_with(h, ref.mean((0, 2, 3)), ref.var((0, 2, 3), unbiased=False), gamma, beta, block_eps)
+        elif save_stats is not None:
+            h, mean, invstd = torch.native_batch_norm(h, gamma, beta, None, None, True, 0.0, block_eps)
+            save_stats.append((mean.detach(), invstd.detach()))
+        else:
+            h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=block_eps)
+        h = F.max_pool2d(F.relu(h), 2)
+    return F.linear(h.flatten(1), weights["head.weight"], weights["head.bias"])
+
+
+def _logits(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor,
+            stats_from: int | None = None) -> Tensor:
+    """``functional_call(net, (weights, buffers), (images,), {"stats_from": ...})``, directly for MAML's Conv-4."""
+    eps = _direct_conv4(net, weights)
+    if eps is not None:
+        return _conv4_logits(weights, images, eps, stats_from=stats_from)
+    kwargs = {"stats_from": stats_from} if stats_from is not None else None
+    return functional_call(net, (weights, buffers), (images,), kwargs)
+
+
 def _support_loss(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor,
                   labels: Tensor) -> tuple[Tensor, Tensor]:
-    logits = functional_call(net, (weights, buffers), (images,))
+    logits = _logits(net, weights, buffers, images)
     return F.cross_entropy(logits, labels), logits
 
 
@@ -106,16 +188,27 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
 
     Each step's weights equal those :func:`adapt` would return after that many steps.
     """
+    eps = _direct_conv4(net, weights)
+    if eps is not None and images.device.type == "cpu":  # the format _conv4_logits runs in, converted once
+        weights = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in weights.items()}
     weights = {k: v.detach().requires_grad_() for k, v in weights.items()}
     n_support = images.shape[0]
     for step in range(inner_steps + 1):
+        support_stats: list[tuple[Tensor, Tensor]] = []
         with torch.enable_grad():
-            loss, logits = _support_loss(net, weights, buffers, images, labels)
+            if eps is not None:  # keeps the support set's BatchNorm statistics for the queries below
+                logits = _conv4_logits(weights, images, eps, save_stats=support_stats)
+                loss = F.cross_entropy(logits, labels)
+            else:
+                loss, logits = _support_loss(net, weights, buffers, images, labels)
             grads = torch.autograd.grad(loss, list(weights.values())) if step < inner_steps else None
         query_logits = None
         if query_images is not None and query_images.shape[0] > 0:
             with torch.no_grad():
-                if stats_from_support:
+                if eps is not None:  # the queries alone, normalised with the support statistics just computed
+                    query_logits = _conv4_logits(weights, query_images, eps,
+                                                 stats=support_stats if stats_from_support else None)
+                elif stats_from_support:
                     both = torch.cat([images, query_images])
                     query_logits = functional_call(net, (weights, buffers), (both,), {"stats_from": n_support})[n_support:]
                 else:
@@ -251,9 +344,9 @@ class MAML(FewShotClassifier):
         if self.batch_norm == "support":
             n = self._support_images.shape[0]
             both = torch.cat([self._support_images, query_images])
-            logits = functional_call(self.net, (self.fast_weights, self.buffers_copy()), (both,), {"stats_from": n})[n:]
+            logits = _logits(self.net, self.fast_weights, self.buffers_copy(), both, stats_from=n)[n:]
         else:
-            logits = functional_call(self.net, (self.fast_weights, self.buffers_copy()), (query_images,))
+            logits = _logits(self.net, self.fast_weights, self.buffers_copy(), query_images)
         return logits[:, : self._task_way]  # a 5-way head answering a 3-way task
 
     def adaptation(self, support_images: Tensor, support_labels: Tensor, query_images: Tensor | None = None, *,
