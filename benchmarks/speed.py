@@ -1,7 +1,7 @@
 """Speed of fewshot beside the libraries people use today, measured side by side in one run (issue 5).
 
     bash benchmarks/install_peers.sh          # higher, easyfsl, learn2learn (built from its sdist)
-    python benchmarks/speed.py [--quick] [--json benchmarks/results/speed.json] [--only maml,protonet,memory,demo]
+    python benchmarks/speed.py [--quick] [--json benchmarks/results/speed.json] [--only maml,protonet,memory,demo,demo-maml]
 
 Sections (each prints a markdown table; ``--json`` writes everything):
 
@@ -17,6 +17,7 @@ Sections (each prints a markdown table; ``--json`` writes everything):
 * ``demo``: what the app needs: one MAML inner step on a 5-way 1-shot task, classifying a 5-way task
   with every shipped checkpoint, t-SNE of 1000 points, loading Omniglot from its cache, and the
   app's time from ``streamlit run`` to a rendered page (headless chromium when available).
+* ``demo-maml``: only the MAML inner step of ``demo`` (beside the same step through ``functional_call``).
 
 Timings are interleaved (round r runs every implementation once) and reported as medians over
 rounds; ratios are of medians. Run it on an otherwise idle machine: the figures are only as quiet
@@ -348,25 +349,51 @@ def bench_memory(quick: bool) -> dict:
 
 # --------------------------------------------------------------------------- demo latencies
 
-def bench_demo(quick: bool) -> dict:
-    from fewshot import load_checkpoint, tsne_2d
-    from fewshot.omniglot import load_omniglot_arrays
+def bench_demo_maml(quick: bool) -> dict:
+    """One MAML inner step as the app's live view runs it: ``adaptation`` (``adapt_steps``) of the shipped
+    5-way model on a 5-way 1-shot task with 5 queries, 5 steps, per-step median.
 
-    out: dict[str, dict] = {}
-    # One MAML inner step, as the app's live view runs it (adapt_steps on a 5-way 1-shot task).
+    Interleaved with the same steps through ``functional_call`` on the module in NCHW (fewshot's direct
+    Conv-4 path turned off: the code before issue 5's CPU work), so the ratio comes from one run.
+    """
+    from fewshot import load_checkpoint
+    import fewshot.methods.maml as maml_module
+
     ckpt_dir = ROOT / "checkpoints" / "lake"
     maml = load_checkpoint(ckpt_dir / "maml.safetensors", expect_method="maml")[0] \
         if (ckpt_dir / "maml.safetensors").exists() else MAML(5).eval()
     task = make_tasks(5, 1, 1, 1)[0]
-    per_step = []
+    direct = maml_module._direct_conv4
+
+    def one_run(straightforward: bool) -> float:
+        maml_module._direct_conv4 = (lambda net, weights: None) if straightforward else direct
+        try:
+            gen = maml.adaptation(task.support_images, task.support_labels, task.query_images, inner_steps=5)
+            next(gen)  # step 0: the initialisation
+            t0 = time.perf_counter()
+            for _ in gen:
+                pass
+            return (time.perf_counter() - t0) / 5
+        finally:
+            maml_module._direct_conv4 = direct
+
+    one_run(False), one_run(True)  # warm-up
+    fast, plain = [], []
     for _ in range(5 if quick else 20):
-        gen = maml.adaptation(task.support_images, task.support_labels, task.query_images, inner_steps=5)
-        next(gen)  # step 0: the initialisation
-        t0 = time.perf_counter()
-        for _ in gen:
-            pass
-        per_step.append((time.perf_counter() - t0) / 5)
-    out["maml_inner_step"] = {"median_s": statistics.median(per_step), "target_s": 0.005}
+        fast.append(one_run(False))
+        plain.append(one_run(True))
+    median, plain_median = statistics.median(fast), statistics.median(plain)
+    return {"median_s": median, "min_s": min(fast), "target_s": 0.005,
+            "functional_call_nchw_median_s": plain_median, "speedup": plain_median / median,
+            "rounds": len(fast), "threads": torch.get_num_threads()}
+
+
+def bench_demo(quick: bool) -> dict:
+    from fewshot import load_checkpoint, tsne_2d
+    from fewshot.omniglot import load_omniglot_arrays
+
+    out: dict[str, dict] = {"maml_inner_step": bench_demo_maml(quick)}
+    ckpt_dir = ROOT / "checkpoints" / "lake"
     # Classify one 5-way 1-shot task with every shipped Lake checkpoint.
     models = [load_checkpoint(p)[0] for p in sorted(ckpt_dir.glob("*.safetensors"))]
     task = make_tasks(5, 1, 5, 1)[0]
@@ -537,6 +564,9 @@ def report(results: dict) -> str:
         for k, row in results["demo"].items():
             if "median_s" in row:
                 lines.append(f"| {k.replace('_', ' ')} | {fmt(row['median_s'])} | ≤ {fmt(row['target_s'])} |")
+                if "functional_call_nchw_median_s" in row:
+                    lines.append(f"| (same step through functional_call, NCHW) | "
+                                 f"{fmt(row['functional_call_nchw_median_s'])} ({row['speedup']:.2f}× slower) | |")
             elif "health_s" in row:
                 lines.append(f"| {k.replace('_', ' ')} (health endpoint only) | {fmt(row['health_s'])} | "
                              f"≤ {fmt(row['target_s'])} |")
@@ -589,6 +619,8 @@ def main() -> int:
         results["memory"] = bench_memory(args.quick)
     if "demo" in only:
         results["demo"] = bench_demo(args.quick)
+    elif "demo-maml" in only:  # the inner step alone, without starting the app
+        results["demo"] = {"maml_inner_step": bench_demo_maml(args.quick)}
     text = report(results)
     print(text)
     if args.json:
