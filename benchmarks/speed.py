@@ -18,6 +18,8 @@ Sections (each prints a markdown table; ``--json`` writes everything):
   with every shipped checkpoint, t-SNE of 1000 points, loading Omniglot from its cache, and the
   app's time from ``streamlit run`` to a rendered page (headless chromium when available).
 * ``demo-maml``: only the MAML inner step of ``demo`` (beside the same step through ``functional_call``).
+* ``maml-profile``: torch.profiler of one second-order meta-iteration (plain loop, fewshot's per-task loop):
+  top operators by self CPU time and the convolution kernels' share.
 
 Timings are interleaved (round r runs every implementation once) and reported as medians over
 rounds; ratios are of medians. Run it on an otherwise idle machine: the figures are only as quiet
@@ -222,6 +224,34 @@ def bench_maml(rounds: int, first_order: bool) -> dict:
                          "inner_steps": INNER_STEPS, "inner_lr": INNER_LR, "first_order": first_order,
                          "image_size": 28, "backbone": "Conv-4 (64 filters)"},
             "results": rows}
+
+
+def profile_maml(first_order: bool = False, rows: int = 12) -> dict:
+    """Where one meta-iteration's CPU time goes (torch.profiler, self CPU time), for the plain loop and for
+    fewshot's per-task loop: the top operators and the share of the convolution kernels
+    (forward, backward and double backward)."""
+    from torch.profiler import profile
+    torch.manual_seed(0)
+    model = MAML(N_WAY, inner_steps=INNER_STEPS, inner_lr=INNER_LR, first_order=first_order)
+    ref = reference_conv4()
+    copy_into_reference(model, ref)
+    if CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last)
+    impls = maml_implementations(model, ref, make_tasks(N_WAY, N_SHOT, N_QUERY, META_BATCH), first_order)
+    out = {}
+    for name in ("plain functional_call loop", "fewshot, per-task loop"):
+        impls[name]()  # warm-up
+        with profile() as prof:
+            impls[name]()
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        conv = sum(e.self_cpu_time_total for e in events if "convolution" in e.key)
+        print(f"\n{name}: convolution kernels {conv / total:.0%} of self CPU time")
+        print(events.table(sort_by="self_cpu_time_total", row_limit=rows))
+        out[name] = {"convolution_share": conv / total, "self_cpu_s": total / 1e6,
+                     "top": [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in
+                             sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]]}
+    return out
 
 
 # --------------------------------------------------------------------------- ProtoNet vs easyfsl
@@ -612,6 +642,8 @@ def main() -> int:
     if "maml" in only:
         results["maml_second_order"] = bench_maml(rounds, first_order=False)
         results["maml_first_order"] = bench_maml(rounds, first_order=True)
+    if "maml-profile" in only:
+        results["maml_profile"] = profile_maml()
     if "protonet" in only:
         results["protonet_5w5s"] = bench_protonet(rounds, 5, 5, 15)
         results["protonet_60w5s"] = bench_protonet(max(3, rounds // 3), 60, 5, 5)
