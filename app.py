@@ -7,6 +7,8 @@ of the next pages in a background thread while the browser is still loading the 
 wait for them (``benchmarks/speed.py --only demo``, ``app_ready``).
 """
 
+import sys
+
 import streamlit as st
 
 import streamlit_patches
@@ -32,19 +34,31 @@ if __name__ == "__main__":
     page = st.navigation(PAGES)
     st.session_state["_page"] = page.url_path or "home"
     ui.sidebar()
-    ui.run_page(page)
+    try:
+        ui.run_page(page)
+    finally:  # let the server-start warm-up (below) go on with the other pages' modules
+        started = sys.modules.get("app")  # this file as `streamlit run` imported it at server start
+        if started is not None and hasattr(started, "first_page_done"):
+            started.first_page_done.set()
 else:  # imported once by `streamlit run app.py` at server start, to find the ASGI app below
     import importlib
     import threading
     from contextlib import asynccontextmanager
 
-    # What the first pages import, in the order they need it: the home page needs ui (torch, fewshot); Build a
-    # task adds photo_ui and, once it shows results, pandas. Only imports: models and data load on first use.
-    WARM_UP_MODULES = ("ui", "streamlit.emojis", "photo_ui", "pandas")
+    # What the pages import, in the order they need it: the router and home page need ui (torch, fewshot) and the
+    # page icons; Build a task adds photo_ui and, once it shows results, pandas. The later ones wait until a first
+    # page has been shown (or a minute) so as not to compete with it for the CPU. Only imports: models and data
+    # load on first use.
+    FIRST_PAGE_MODULES = ("ui", "streamlit.emojis")
+    LATER_MODULES = ("photo_ui", "pandas")
+    first_page_done = threading.Event()
 
     def warm_up() -> None:
-        for name in WARM_UP_MODULES:
+        for name in FIRST_PAGE_MODULES:
             importlib.import_module(name)  # a script run importing the same module waits for this one (import lock)
+        first_page_done.wait(60)
+        for name in LATER_MODULES:
+            importlib.import_module(name)
 
     def open_browser() -> None:
         """What plain `streamlit run` does when not headless (in st.App mode Streamlit leaves it out)."""
