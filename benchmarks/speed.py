@@ -458,8 +458,8 @@ def app_ready_seconds(repeats: int = 3, root: Path = ROOT) -> dict:
     ``health_s`` (the health endpoint answers), ``home_text_s`` (the home page's text is shown), ``median_s`` =
     ready to use (the home page complete: its example episode classified and the script idle), ``build_s`` (a
     click on *Build a task* until that page is idle), ``classify_s`` (the example task loaded, a click on
-    *Classify* until the predictions are shown) and the server's CPU seconds until the home page was complete
-    (steadier than wall time on a shared machine). Medians over ``repeats``; without chromium or playwright only
+    *Classify* until the predictions are shown) and the server's CPU seconds until the home page was complete and
+    at the end (steadier than wall time on a shared machine). Medians over ``repeats``; without chromium or playwright only
     the health endpoint is timed. ``root``: the checkout whose ``app.py`` runs (to compare two commits).
     """
     import socket
@@ -533,6 +533,7 @@ def app_ready_seconds(repeats: int = 3, root: Path = ROOT) -> dict:
                 page.get_by_text("Prediction for Query 1", exact=False).first.wait_for()
                 page.wait_for_function(idle, polling=50)
                 row["classify_s"] = time.perf_counter() - t2
+                row["server_cpu_end_s"] = server_cpu(proc.pid)
                 browser.close()
             return row
         finally:
