@@ -145,7 +145,8 @@ def report(results: dict) -> str:
                          f"{p['trust']:.4f} | {acc} |")
     lines.append("")
     for name, r in results["data"].items():
-        extra = f"; 5-NN acc in the {r['dims']}-d features {r['knn_acc_features']:.3f}" if "knn_acc_features" in r else ""
+        extra = (f"; 5-NN acc in the {r['dims']}-d features {r['knn_acc_features']:.3f}"
+                 if "knn_acc_features" in r else "")
         lines.append(f"{name}: new/old speed-up {r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU{extra}")
     return "\n".join(lines)
 

@@ -50,7 +50,8 @@ def _as_points(features: np.ndarray | Tensor) -> Tensor:
         raise ValueError(f"features must be numbers, got {x.dtype}")
     x = x.float()
     if not torch.isfinite(x).all():
-        raise ValueError("features contain NaN or infinite values; a map needs finite numbers (check the model's output)")
+        raise ValueError("features contain NaN or infinite values; a map needs finite numbers "
+                         "(check the model's output)")
     return x if x.shape[1] else torch.zeros(x.shape[0], 1)
 
 
