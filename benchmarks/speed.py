@@ -459,8 +459,8 @@ def app_ready_seconds(repeats: int = 3, root: Path = ROOT) -> dict:
     ready to use (the home page complete: its example episode classified and the script idle), ``build_s`` (a
     click on *Build a task* until that page is idle), ``classify_s`` (the example task loaded, a click on
     *Classify* until the predictions are shown) and the server's CPU seconds until the home page was complete and
-    at the end (steadier than wall time on a shared machine). Medians over ``repeats``; without chromium or playwright only
-    the health endpoint is timed. ``root``: the checkout whose ``app.py`` runs (to compare two commits).
+    at the end (steadier than wall time on a shared machine). Medians over ``repeats``; without chromium or
+    playwright only the health endpoint is timed. ``root``: the checkout whose ``app.py`` runs (to compare commits).
     """
     import socket
     import statistics
