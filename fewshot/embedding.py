@@ -168,7 +168,7 @@ def tsne_2d(features: np.ndarray | Tensor, *, perplexity: float = 30.0, seed: in
     Perplexity is clamped to ``max(1, (N - 1) / 3)`` so that small sets work (the app maps 10-50 points);
     fewer than two points map to zeros. Up to 2,500 points the gradient is exact (torch, three ``N x N``
     float32 matrices) with scikit-learn's affinities and optimiser, in 500 iterations from 200 points on
-    (see :func:`_schedule`): at 1,000 points about 2-4x less CPU than scikit-learn's Barnes-Hut t-SNE, at
+    (see :func:`_schedule`): at 1,000 points 2-3x less CPU than scikit-learn's Barnes-Hut t-SNE, at
     an equal KL divergence (``benchmarks/tsne_speed.py``). Above 2,500 points scikit-learn's Barnes-Hut
     t-SNE is used. ``seed`` draws a 1e-6 jitter added to the PCA initialisation (it parts duplicate points).
 
