@@ -88,7 +88,7 @@ with tabs[0]:
 
 with tabs[1]:
     st.markdown("The query **attends** to every support example: a softmax over cosine similarities of the "
-                "embeddings (times a scale the model learned, which makes the attention sharper than plain "
+                "embeddings (times the scale the model learned, if it has one: sharper attention than plain "
                 "cosines in [-1, 1] allow). A class's probability is the total attention on its examples.")
     scores("matching", "attention", support_names, "Attention of the query on each support example",
            "attention weight", "All queries × support examples")
