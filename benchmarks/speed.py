@@ -7,7 +7,8 @@ Sections (each prints a markdown table; ``--json`` writes everything):
 
 * ``maml``: one second-order MAML meta-iteration (5-way 1-shot, 15 queries per class, 4 tasks,
   5 inner steps, inner lr 0.4, Conv-4 on 28x28) by: a plain ``functional_call`` + ``autograd.grad``
-  loop, higher, learn2learn, and fewshot (the batched pass ``train`` uses, and its per-task loop).
+  loop, higher, learn2learn, and fewshot (its per-task loop, what ``train`` runs on a CPU, and the
+  batched pass it runs on a GPU).
   All start from the same weights and see the same tasks; the meta-gradients are compared with the
   plain loop's (max abs difference / max abs value). Also first order.
 * ``protonet``: one ProtoNet training episode (forward, loss, backward, Adam step) by easyfsl and by
@@ -195,7 +196,7 @@ def maml_implementations(model: MAML, ref: nn.Sequential, tasks: list, first_ord
         result = model.batched_episode_loss(tasks)
         assert result is not None
         result[0].backward()
-    impls["fewshot (what train() runs)"] = ours
+    impls["fewshot, batched pass"] = ours
     return impls
 
 
@@ -217,7 +218,7 @@ def bench_maml(rounds: int, first_order: bool) -> dict:
         got = fewshot_grads(model) if name.startswith("fewshot") else reference_grads(ref)
         agreement[name] = grad_difference(got, expected)
     times = time_interleaved(impls, rounds)
-    ours = times["fewshot (what train() runs)"]["median_s"]
+    ours = times["fewshot, per-task loop"]["median_s"]  # what train() runs on a CPU (TrainConfig.batch_tasks)
     rows = {name: {**t, "grad_difference": agreement[name], "fewshot_speedup": t["median_s"] / ours}
             for name, t in times.items()}
     return {"settings": {"n_way": N_WAY, "n_shot": N_SHOT, "n_query": N_QUERY, "meta_batch": META_BATCH,
@@ -357,7 +358,7 @@ def bench_memory(quick: bool) -> dict:
     for s in steps:
         row = {}
         for ck in (False, True):
-            row["checkpoint_inner" if ck else "default"] = run_memory_child("fewshot (what train() runs)", s, ck, 20, 5)
+            row["checkpoint_inner" if ck else "default"] = run_memory_child("fewshot, batched pass", s, ck, 20, 5)
         growth["20-way 5-shot"][str(s)] = row
     # The time cost of checkpointing, same run.
     torch.manual_seed(0)

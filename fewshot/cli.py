@@ -106,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=_positive, default=500)
     t.add_argument("--init-backbone", default=None, metavar="CHECKPOINT",
                    help="start from the backbone weights of another checkpoint (recorded in the metadata)")
-    t.add_argument("--no-batch-tasks", action="store_true",
-                   help="loop over the tasks of a meta-batch instead of one batched pass (same gradients)")
+    batching = t.add_mutually_exclusive_group()
+    batching.add_argument("--batch-tasks", action="store_true",
+                          help="MAML/MANN: one batched pass over a meta-batch's tasks (the default on a GPU only; "
+                               "same gradients)")
+    batching.add_argument("--no-batch-tasks", action="store_true",
+                          help="loop over the tasks of a meta-batch (the default on a CPU: as fast, less memory)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -231,7 +235,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     config = TrainConfig(episodes=args.episodes, meta_batch_size=args.meta_batch_size, meta_lr=args.meta_lr,
                          lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, eval_every=args.val_every,
                          eval_tasks=args.val_episodes, checkpoint_every=args.checkpoint_every, seed=args.seed,
-                         batch_tasks=not args.no_batch_tasks)
+                         batch_tasks=False if args.no_batch_tasks else True if args.batch_tasks else None)
     state: TrainState | None = None
     if args.resume:
         if not out.exists():

@@ -41,7 +41,10 @@ class TrainConfig:
     eval_tasks: int = 100
     checkpoint_every: int = 1000
     seed: int = 0
-    batch_tasks: bool = True  # run a meta-batch as one batched pass when the method supports it
+    # Run a meta-batch as one batched pass when the method supports it (MAML's grouped convolutions: 14x on
+    # an H200). None: on a GPU only. On a CPU the per-task loop is as fast or faster and needs a third of the
+    # memory (second order 1247 vs 1264 ms, first order 671 vs 839 ms, 173 vs 513 MiB: benchmarks/speed.py).
+    batch_tasks: bool | None = None
     # Conv weights and activations in channels_last (NHWC) memory format: faster Conv-4 training on CPUs
     # (ProtoNet episode 136 vs 194 ms: benchmarks/speed.py with and without --nchw), same numbers up to
     # float rounding. None: on CPU, single process.

@@ -200,7 +200,8 @@ def train(
             seed_step(world, config.seed, step)
             tasks = sample_meta_batch(sampler, config.meta_batch_size, device, world)
         batched = getattr(model, "batched_episode_loss", None)
-        result = batched(tasks) if batched is not None and config.batch_tasks and len(tasks) > 1 else None
+        use_batched = config.batch_tasks if config.batch_tasks is not None else device.type == "cuda"
+        result = batched(tasks) if batched is not None and use_batched and len(tasks) > 1 else None
         if result is not None:
             # One pass over the whole meta-batch (MAML's grouped-convolution path); same gradients.
             loss, all_logits = result
