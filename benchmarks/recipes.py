@@ -25,6 +25,9 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
     base = ["--protocol", protocol, "--train-split", split, "--val-every", "0", "--episodes", "100000",
             "--checkpoint-every", "1000"]
     if protocol == "vinyals":
+        # Without a GPU some Vinyals files were made on the CPU from a Lake model's encoder (--init-backbone; the Lake
+        # models saw images_background only, all of it inside the Vinyals trainval split, none of its test alphabets)
+        # with --max-seconds 1200; each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
         for shot in (1, 5):
             _add(f"vinyals-protonet-{shot}shot", f"checkpoints/vinyals/protonet-60w{shot}s.safetensors",
                  base + ["--method", "protonet", "--n-way", "60", "--n-shot", str(shot)] + METRIC)
@@ -42,7 +45,8 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         _add("vinyals-finetune", "checkpoints/vinyals/finetune.safetensors",
              base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
     else:
-        # The app's models: trained on images_background only, used on characters never seen.
+        # The app's models: trained on images_background only, used on characters never seen. The shipped ProtoNet
+        # was made on the CPU as 20-way 1-shot episodes (--n-way 20, --max-seconds 1500), not 60-way; see its metadata.
         _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
              base + ["--method", "protonet", "--n-way", "60", "--n-shot", "1"] + METRIC)
         # Matching Networks with the learned cosine scale (starts at 10), the encoder started from the Lake

@@ -1,7 +1,7 @@
 """Speed of fewshot beside the libraries people use today, measured side by side in one run (issue 5).
 
     bash benchmarks/install_peers.sh          # higher, easyfsl, learn2learn (built from its sdist)
-    python benchmarks/speed.py [--quick] [--json benchmarks/results/speed.json] [--only maml,protonet,memory,demo,demo-maml]
+    python benchmarks/speed.py [--quick] [--json benchmarks/results/speed.json] [--only maml,protonet,memory,demo,demo-maml,floor]
 
 Sections (each prints a markdown table; ``--json`` writes everything):
 
@@ -21,6 +21,10 @@ Sections (each prints a markdown table; ``--json`` writes everything):
 * ``demo-maml``: only the MAML inner step of ``demo`` (beside the same step through ``functional_call``).
 * ``maml-profile``: torch.profiler of one second-order meta-iteration (plain loop, fewshot's per-task loop):
   top operators by self CPU time and the convolution kernels' share.
+* ``floor``: the compute floor: this CPU's fp32 matrix-product rate and the FLOPs each benchmark's matrix
+  products and convolutions need (``torch.utils.flop_counter``), so floor = FLOPs / rate; with ``maml``,
+  ``protonet`` and ``demo-maml`` in the same run it also prints measured / floor and the largest speed-up over
+  each peer that doing the same arithmetic at that rate would allow.
 
 Timings are interleaved (round r runs every implementation once) and reported as medians over
 rounds; ratios are of medians. Run it on an otherwise idle machine: the figures are only as quiet
@@ -308,6 +312,90 @@ def bench_protonet(rounds: int, n_way: int, n_shot: int, n_query: int) -> dict |
             "fewshot_speedup": times["easyfsl 1.5.0"]["median_s"] / times["fewshot"]["median_s"]}
 
 
+# --------------------------------------------------------------------------- compute floor
+
+def gemm_peak(rounds: int) -> dict:
+    """This CPU's fp32 matrix-product rate (GFLOP/s) at the benchmark's thread count, on the shapes Conv-4's
+    convolutions have as matrix products: ``(images*H*W, 9*64) @ (9*64, 64)`` for 5 to 75 images at 14x14, and a
+    1024-cube. The best shape's median is the peak: a floor computed with it is a lower bound."""
+    rates = {}
+    shapes = [(images * 14 * 14, 576, 64) for images in (5, 20, 75)] + [(1024, 1024, 1024)]  # + a large square one
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        flops = 2 * a.shape[0] * a.shape[1] * b.shape[1]
+        times = time_interleaved({"mm": lambda: a @ b}, max(rounds, 10), warmup=3)["mm"]
+        rates[f"{a.shape[0]}x{a.shape[1]}x{b.shape[1]}"] = flops / times["median_s"] / 1e9
+    return {"gflops_by_shape": rates, "peak_gflops": max(rates.values()), "threads": torch.get_num_threads()}
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """Floating-point operations of the matrix products and convolutions (forward, backward, double backward)
+    that ``fn`` runs, by ``torch.utils.flop_counter``; the element-wise work (BatchNorm, ReLU, pooling) is not
+    counted, so the floor below is optimistic."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def bench_floor(rounds: int) -> dict:
+    """How fast each benchmark could be at the very best on this CPU: its counted FLOPs at the GEMM peak.
+
+    For every implementation of the second-order MAML meta-iteration, the ProtoNet episodes and the demo's MAML
+    inner step: GFLOPs and ``floor_s = FLOPs / peak``. A fewshot speed-up over a peer can exceed
+    ``peer time / fewshot's floor`` only by doing less arithmetic than counted here. The times to compare are the
+    ones measured in the same run (``--only maml,protonet,demo-maml,floor``).
+    """
+    peak = gemm_peak(rounds)
+    rate = peak["peak_gflops"] * 1e9
+    out: dict = {"gemm": peak, "flops": {}}
+
+    def record(key: str, fns: dict[str, Callable[[], None]]) -> None:
+        out["flops"][key] = {}
+        for name, fn in fns.items():
+            fn()  # warm-up outside the counter
+            flops = count_flops(fn)
+            out["flops"][key][name] = {"gflop": flops / 1e9, "floor_s": flops / rate}
+
+    for first_order, key in ((False, "maml_second_order"), (True, "maml_first_order")):
+        torch.manual_seed(0)
+        model = MAML(N_WAY, inner_steps=INNER_STEPS, inner_lr=INNER_LR, first_order=first_order)
+        ref = reference_conv4()
+        copy_into_reference(model, ref)
+        if CHANNELS_LAST:
+            model.to(memory_format=torch.channels_last)
+        impls = maml_implementations(model, ref, make_tasks(N_WAY, N_SHOT, N_QUERY, META_BATCH), first_order)
+        impls.pop("fewshot, batched pass")  # not what train() runs on a CPU (TrainConfig.batch_tasks)
+        record(key, impls)
+    for n_way, n_shot, n_query, key in ((5, 5, 15, "protonet_5w5s"), (60, 5, 5, "protonet_60w5s")):
+        torch.manual_seed(0)
+        ours = PrototypicalNetwork()
+        if CHANNELS_LAST:
+            ours.to(memory_format=torch.channels_last)
+        t = make_tasks(n_way, n_shot, n_query, 1, seed=1)[0]
+
+        def episode(model=ours, task=t) -> None:
+            model.zero_grad(set_to_none=True)
+            model.episode_loss(task)[0].backward()
+        record(key, {"fewshot": episode})
+    from fewshot import load_checkpoint
+    path = ROOT / "checkpoints" / "lake" / "maml.safetensors"
+    maml = load_checkpoint(path, expect_method="maml")[0] if path.exists() else MAML(5).eval()
+    task = make_tasks(5, 1, 1, 1)[0]
+
+    def run(steps_to_yield: int) -> Callable[[], None]:
+        def fn() -> None:
+            gen = maml.adaptation(task.support_images, task.support_labels, task.query_images, inner_steps=5)
+            for _ in range(steps_to_yield):
+                next(gen)
+        return fn
+    # bench_demo_maml times steps 1..5 after step 0 and divides by 5: the same difference here.
+    run(6)(), run(1)()
+    flops = (count_flops(run(6)) - count_flops(run(1))) / 5
+    out["flops"]["demo_maml_inner_step"] = {"fewshot": {"gflop": flops / 1e9, "floor_s": flops / rate}}
+    return out
+
+
 # --------------------------------------------------------------------------- memory
 
 def memory_child(impl: str, inner_steps: int, checkpoint_inner: bool, n_way: int, n_shot: int) -> None:
@@ -591,6 +679,33 @@ def report(results: dict) -> str:
         for s, row in m["fewshot_vs_inner_steps_mib"]["20-way 5-shot"].items():
             lines.append(f"| {s} | {row['default']:.0f} | {row['checkpoint_inner']:.0f} |")
         lines += ["", f"checkpoint_inner costs ×{m['checkpoint_time_ratio']:.2f} time (20-way 5-shot, 5 steps).", ""]
+    if "floor" in results:
+        f = results["floor"]
+        lines += [f"**Compute floor**: fp32 matrix products reach {f['gemm']['peak_gflops']:.0f} GFLOP/s here "
+                  f"({f['gemm']['threads']} threads); floor = counted FLOPs of matrix products and convolutions / "
+                  "that rate", "", "| benchmark | implementation | GFLOP | floor | measured | measured / floor |",
+                  "|---|---|---|---|---|---|"]
+        for key, rows in f["flops"].items():
+            if key == "demo_maml_inner_step":
+                measured = {"fewshot": results.get("demo", {}).get("maml_inner_step", {}).get("median_s")}
+            else:
+                measured = {name: row["median_s"] for name, row in (results.get(key) or {}).get("results", {}).items()}
+                if key.startswith("protonet"):
+                    measured = {"fewshot": measured.get("fewshot")}
+            for name, row in rows.items():
+                m = measured.get(name)
+                lines.append(f"| {key.replace('_', ' ')} | {name} | {row['gflop']:.2f} | {fmt(row['floor_s'])} | "
+                             + (f"{fmt(m)} | {m / row['floor_s']:.1f} |" if m else "— | — |"))
+        for key, ours in (("maml_second_order", "fewshot, per-task loop"), ("maml_first_order", "fewshot, per-task loop"),
+                          ("protonet_5w5s", "fewshot"), ("protonet_60w5s", "fewshot")):
+            r, rows = results.get(key), f["flops"].get(key, {})
+            if not r or ours not in rows:
+                continue
+            peers = {n: row["median_s"] for n, row in r["results"].items() if not n.startswith("fewshot")
+                     and not n.startswith("plain")}
+            best = ", ".join(f"{n}: {t / rows[ours]['floor_s']:.1f}×" for n, t in peers.items())
+            lines.append(f"\n{key.replace('_', ' ')}: the most fewshot could be faster at the GEMM peak, same FLOPs: {best}")
+        lines.append("")
     if "demo" in results:
         lines += ["**Demo on CPU**", "", "| what | measured | target |", "|---|---|---|"]
         for k, row in results["demo"].items():
@@ -655,6 +770,8 @@ def main() -> int:
         results["demo"] = bench_demo(args.quick)
     elif "demo-maml" in only:  # the inner step alone, without starting the app
         results["demo"] = {"maml_inner_step": bench_demo_maml(args.quick)}
+    if "floor" in only:
+        results["floor"] = bench_floor(rounds)
     text = report(results)
     print(text)
     if args.json:
