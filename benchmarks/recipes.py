@@ -25,9 +25,11 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
     base = ["--protocol", protocol, "--train-split", split, "--val-every", "0", "--episodes", "100000",
             "--checkpoint-every", "1000"]
     if protocol == "vinyals":
-        # Without a GPU some Vinyals files were made on the CPU from a Lake model's encoder (--init-backbone; the Lake
-        # models saw images_background only, all of it inside the Vinyals trainval split, none of its test alphabets)
-        # with --max-seconds 1200; each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
+        # Without a GPU the shipped Vinyals ProtoNet, Matching, Siamese and FOMAML files were made on the CPU with
+        # --max-seconds 1200, each from another model's encoder (--init-backbone): ProtoNet from the Lake ProtoNet (the
+        # Lake models saw images_background only, all of it inside the Vinyals trainval split, none of its test
+        # alphabets), Matching and Siamese from that Vinyals ProtoNet 1-shot, FOMAML from the Vinyals MAML (with
+        # --meta-batch-size 8). Each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
         for shot in (1, 5):
             _add(f"vinyals-protonet-{shot}shot", f"checkpoints/vinyals/protonet-60w{shot}s.safetensors",
                  base + ["--method", "protonet", "--n-way", "60", "--n-shot", str(shot)] + METRIC)
@@ -58,6 +60,8 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # 840 s more on an idle CPU (4,842 episodes in all); its metadata holds both commands.
         _add("lake-siamese", "checkpoints/lake/siamese.safetensors",
              base + ["--method", "siamese", "--n-way", "20", "--n-shot", "1"] + METRIC)
+        # The shipped FOMAML (Lake and Vinyals) was made on the CPU from the same protocol's MAML encoder
+        # (--init-backbone), with --meta-batch-size 8 and --max-seconds 1200; see its metadata.
         for method in ("maml", "fomaml"):
             _add(f"lake-{method}", f"checkpoints/lake/{method}.safetensors",
                  base + ["--method", method, "--n-way", "5", "--n-shot", "1", "--batch-norm", "support"] + MAML_5WAY)
