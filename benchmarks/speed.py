@@ -205,15 +205,21 @@ def maml_implementations(model: MAML, ref: nn.Sequential, tasks: list, first_ord
     return impls
 
 
-def bench_maml(rounds: int, first_order: bool) -> dict:
+def maml_setup(first_order: bool) -> tuple[MAML, nn.Sequential, dict[str, Callable[[], None]]]:
+    """fewshot's MAML and the reference Conv-4 with the same weights (fewshot's in ``channels_last`` unless
+    ``--nchw``, as ``train()`` runs it on a CPU), and every implementation's meta-iteration on the same tasks."""
     torch.manual_seed(0)
     model = MAML(N_WAY, inner_steps=INNER_STEPS, inner_lr=INNER_LR, first_order=first_order)
     ref = reference_conv4()
     copy_into_reference(model, ref)
     tasks = make_tasks(N_WAY, N_SHOT, N_QUERY, META_BATCH)
     if CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last)  # as train() does on a CPU
-    impls = maml_implementations(model, ref, tasks, first_order)
+        model.to(memory_format=torch.channels_last)
+    return model, ref, maml_implementations(model, ref, tasks, first_order)
+
+
+def bench_maml(rounds: int, first_order: bool) -> dict:
+    model, ref, impls = maml_setup(first_order)
     # Numerics: every implementation's meta-gradient against the plain loop's.
     impls["plain functional_call loop"]()
     expected = reference_grads(ref)
@@ -237,13 +243,7 @@ def profile_maml(first_order: bool = False, rows: int = 12) -> dict:
     fewshot's per-task loop: the top operators and the share of the convolution kernels
     (forward, backward and double backward)."""
     from torch.profiler import profile
-    torch.manual_seed(0)
-    model = MAML(N_WAY, inner_steps=INNER_STEPS, inner_lr=INNER_LR, first_order=first_order)
-    ref = reference_conv4()
-    copy_into_reference(model, ref)
-    if CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last)
-    impls = maml_implementations(model, ref, make_tasks(N_WAY, N_SHOT, N_QUERY, META_BATCH), first_order)
+    impls = maml_setup(first_order)[2]
     out = {}
     for name in ("plain functional_call loop", "fewshot, per-task loop"):
         impls[name]()  # warm-up
@@ -359,13 +359,7 @@ def bench_floor(rounds: int) -> dict:
             out["flops"][key][name] = {"gflop": flops / 1e9, "floor_s": flops / rate}
 
     for first_order, key in ((False, "maml_second_order"), (True, "maml_first_order")):
-        torch.manual_seed(0)
-        model = MAML(N_WAY, inner_steps=INNER_STEPS, inner_lr=INNER_LR, first_order=first_order)
-        ref = reference_conv4()
-        copy_into_reference(model, ref)
-        if CHANNELS_LAST:
-            model.to(memory_format=torch.channels_last)
-        impls = maml_implementations(model, ref, make_tasks(N_WAY, N_SHOT, N_QUERY, META_BATCH), first_order)
+        impls = maml_setup(first_order)[2]
         impls.pop("fewshot, batched pass")  # not what train() runs on a CPU (TrainConfig.batch_tasks)
         record(key, impls)
     for n_way, n_shot, n_query, key in ((5, 5, 15, "protonet_5w5s"), (60, 5, 5, "protonet_60w5s")):
