@@ -13,7 +13,8 @@ from .methods import (MAML, MANN, METHOD_TITLES, METHODS, AdaptStep, FewShotClas
                       compute_prototypes)
 from .omniglot import PROTOCOLS, DataNotFoundError, load_omniglot, resolve_data_dir
 from .tasks import Task, TaskSampler, make_task
-from .training import EvalResult, NonFiniteLossError, StepLog, TrainResult, TrainState, evaluate, resolve_device, train
+from .training import (EvalResult, NonFiniteLossError, StepLog, TrainResult, TrainState, evaluate, resolve_device, train,
+                       use_fast_layout)
 from .transforms import ImageError, preprocess_image, preprocess_photo
 
 __version__ = "0.1.0"
@@ -30,5 +31,6 @@ __all__ = [
     "PROTOCOLS", "DataNotFoundError", "load_omniglot", "resolve_data_dir",
     "Task", "TaskSampler", "make_task",
     "EvalResult", "NonFiniteLossError", "StepLog", "TrainResult", "TrainState", "evaluate", "resolve_device", "train",
+    "use_fast_layout",
     "ImageError", "preprocess_image", "preprocess_photo",
 ]

@@ -23,7 +23,7 @@ from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .tasks import TaskSampler
-from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train
+from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
 
 __all__ = ["main", "build_parser"]
@@ -333,8 +333,7 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
-    if device.type == "cpu":  # as train() runs on a CPU: oneDNN's NHWC convolutions and pooling are much faster
-        model.to(memory_format=torch.channels_last)
+    use_fast_layout(model)  # on a CPU, channels_last, as train() runs it
     meta = info.metadata
     _configure_for_eval(model, args)
     _check_shape(model, args.n_way, meta["method"])

@@ -202,3 +202,26 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_save(tmp_path):
     assert writing.exists() and other.exists()
     assert load_checkpoint(path)[0] is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, writing.name, other.name])
+
+
+@pytest.mark.parametrize("method, kwargs", [("protonet", {}), ("maml", {"n_way": 3}), ("matching", {"feature_dim": 8})])
+def test_use_fast_layout_changes_the_layout_not_the_answers(tmp_path, make_task, method, kwargs):
+    from fewshot import use_fast_layout
+
+    model = build_model(method, hidden=8, **kwargs).eval()
+    task = make_task(3, 2, 4, size=28)
+    path = save_checkpoint(tmp_path / f"{method}.safetensors", model, method=method)
+    plain, _ = load_checkpoint(path)
+    fast, _ = load_checkpoint(path)
+    assert use_fast_layout(fast) is fast
+    convs = [v for v in fast.state_dict().values() if v.dim() == 4]
+    assert convs and all(v.is_contiguous(memory_format=torch.channels_last) for v in convs)
+    assert not any(v.is_contiguous() for v in convs if v.shape[1] > 1)  # (1 input channel: both layouts at once)
+    answers = []
+    for m in (plain, fast):
+        m.process_support_set(task.support_images, task.support_labels)
+        answers.append(m(task.query_images).detach())
+    torch.testing.assert_close(answers[1], answers[0], rtol=1e-4, atol=1e-5)
+    saved = save_checkpoint(tmp_path / "again.safetensors", fast, method=method)  # stored contiguous, loads as before
+    again, _ = load_checkpoint(saved)
+    assert all(v.is_contiguous() for v in again.state_dict().values())
