@@ -29,7 +29,11 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # --max-seconds 1200, each from another model's encoder (--init-backbone): ProtoNet from the Lake ProtoNet (the
         # Lake models saw images_background only, all of it inside the Vinyals trainval split, none of its test
         # alphabets), Matching and Siamese from that Vinyals ProtoNet 1-shot, FOMAML from the Vinyals MAML (with
-        # --meta-batch-size 8). Each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
+        # --meta-batch-size 8). The 20-way 1-shot MAML and FOMAML files started from that ProtoNet 1-shot's encoder
+        # too, with --meta-batch-size 4 and MAML_5WAY's inner loop (1 step of lr 0.4 in training, 3 at test) instead of
+        # MAML_20WAY's; the MANN file from it as well, with --meta-batch-size 4 (50-image sequences, as below). The
+        # fine-tune baseline was pre-trained from scratch on 20-way 5-shot batches (two 1200 s runs, the second a
+        # --resume). Each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
         for shot in (1, 5):
             _add(f"vinyals-protonet-{shot}shot", f"checkpoints/vinyals/protonet-60w{shot}s.safetensors",
                  base + ["--method", "protonet", "--n-way", "60", "--n-shot", str(shot)] + METRIC)
@@ -84,11 +88,17 @@ def evaluations(name: str) -> list[tuple[int, int]]:
     shot = int(args[args.index("--n-shot") + 1])
     method = args[args.index("--method") + 1]
     if method in ("maml", "fomaml"):
-        return [(way, shot)]
+        # A MAML head has n_way outputs, so a model is tested at its own way only; a 1-shot model is also
+        # tested with 5 support images per class (marked in the table: the paper trains a 5-shot model).
+        return [(way, 1), (way, 5)] if shot == 1 else [(way, shot)]
     if method == "mann":
         return [(5, 1), (5, 5)]
-    if name.startswith("lake-"):
-        return [(5, 1), (5, 5), (20, 1), (20, 5)]
-    if method in ("protonet", "matching"):
-        return [(5, shot), (20, shot)]
+    if method == "protonet" and name.startswith("vinyals-"):
+        return [(5, shot), (20, shot)]  # one model per shot, as Snell et al. train them
     return [(5, 1), (5, 5), (20, 1), (20, 5)]
+
+
+def trained_shot(name: str) -> int:
+    """The shot of a recipe's training episodes."""
+    args = RECIPES[name][1]
+    return int(args[args.index("--n-shot") + 1])

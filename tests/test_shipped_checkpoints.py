@@ -3,7 +3,7 @@
 ``benchmarks/results/accuracy.json`` holds every figure of README's and ``benchmarks/results.md``'s results table,
 each with the ``python -m fewshot evaluate ... --json`` command that made it. Here every shipped checkpoint must
 have figures there, the table must be the one rendered from them, and one figure per checkpoint (its cheapest
-5-way setting) is re-made with the same arguments (1000 episodes, seed 0) through the CLI. The episodes are the
+setting: the smallest way, then shot) is re-made with the same arguments (1000 episodes, seed 0) through the CLI. The episodes are the
 same, so the result must match to within a few flipped predictions (floating-point differences between CPUs can
 flip a near-tie): 0.2 points, where the 95% CI of these figures is 0.1-0.8 points.
 """
@@ -29,11 +29,9 @@ def _claims() -> list[dict]:
 
 def _cheapest_per_checkpoint() -> list[dict]:
     chosen: dict[str, dict] = {}
-    for r in _claims():
-        if r["n_way"] != 5:
-            continue
+    for r in _claims():  # the smallest way, then the smallest shot (a 20-way MAML head has no 5-way figure)
         best = chosen.get(r["checkpoint"])
-        if best is None or r["n_shot"] < best["n_shot"]:
+        if best is None or (r["n_way"], r["n_shot"]) < (best["n_way"], best["n_shot"]):
             chosen[r["checkpoint"]] = r
     return [chosen[k] for k in sorted(chosen)]
 
@@ -44,7 +42,6 @@ def test_every_shipped_checkpoint_has_claimed_figures_and_the_table_is_rendered_
     claimed = {r["checkpoint"] for r in _claims()}
     assert [p for p in shipped if p not in claimed] == [], "shipped checkpoints without a figure in accuracy.json"
     assert [c for c in sorted(claimed) if c not in shipped] == [], "figures for checkpoints that are not shipped"
-    assert {r["checkpoint"] for r in _cheapest_per_checkpoint()} == set(shipped), "a checkpoint with no 5-way figure"
 
     spec = importlib.util.spec_from_file_location("accuracy_table", REPO / "benchmarks" / "accuracy.py")
     module = importlib.util.module_from_spec(spec)
