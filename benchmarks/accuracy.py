@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import RECIPES, evaluations, trained_shot  # noqa: E402
+from recipes import RECIPES, evaluations, recipe_arg, trained_shot  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy.json"
@@ -41,8 +41,7 @@ MANN_PAPER = {2: 82.8, 5: 94.9}  # Santoro et al. 2016, Table 1, 5 classes: 2nd 
 
 def _evaluate(job: tuple[str, int, int], args: argparse.Namespace) -> dict:
     name, way, shot = job
-    out, recipe = RECIPES[name]
-    protocol = recipe[recipe.index("--protocol") + 1]
+    out, protocol = RECIPES[name][0], recipe_arg(name, "--protocol")
     cmd = [sys.executable, "-m", "fewshot", "evaluate", "--checkpoint", str(Path(args.ckpt_root) / out), "--protocol", protocol,
            "--n-way", str(way), "--n-shot", str(shot), "--n-query", "5", "--episodes", str(args.episodes),
            "--seed", "0", "--device", args.device, "--json"]
@@ -63,8 +62,7 @@ def _mann_instances(name: str, args: argparse.Namespace) -> dict:
 
     from fewshot import TaskSampler, load_checkpoint, load_omniglot, resolve_device
 
-    out, recipe = RECIPES[name]
-    protocol = recipe[recipe.index("--protocol") + 1]
+    out, protocol = RECIPES[name][0], recipe_arg(name, "--protocol")
     device = resolve_device(args.device)
     model, _ = load_checkpoint(Path(args.ckpt_root) / out, device)
     dataset = load_omniglot(protocol, "test", data_dir=args.data_dir).to(device)
@@ -85,10 +83,10 @@ def render(results: list[dict]) -> str:
         lines += [f"### {title}", "", "| method | checkpoint | 5-way 1-shot | 5-way 5-shot | 20-way 1-shot | 20-way 5-shot |",
                   "|---|---|---|---|---|---|"]
         methods = []
-        for name, (out, recipe) in RECIPES.items():
+        for name, (out, _) in RECIPES.items():
             if not name.startswith(protocol):
                 continue
-            method = recipe[recipe.index("--method") + 1]
+            method = recipe_arg(name, "--method")
             methods.append((method, name, out))
         for method in PAPER:
             rows = [(n, o) for m, n, o in methods if m == method and any(k[0] == n for k in by)]

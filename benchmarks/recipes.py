@@ -83,10 +83,7 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
 
 def evaluations(name: str) -> list[tuple[int, int]]:
     """(n_way, n_shot) settings each checkpoint is evaluated on (a fixed head limits the way)."""
-    out, args = RECIPES[name]
-    way = int(args[args.index("--n-way") + 1])
-    shot = int(args[args.index("--n-shot") + 1])
-    method = args[args.index("--method") + 1]
+    way, shot, method = int(recipe_arg(name, "--n-way")), trained_shot(name), recipe_arg(name, "--method")
     if method in ("maml", "fomaml"):
         # A MAML head has n_way outputs, so a model is tested at its own way only; a 1-shot model is also
         # tested with 5 support images per class (marked in the table: the paper trains a 5-shot model).
@@ -98,7 +95,12 @@ def evaluations(name: str) -> list[tuple[int, int]]:
     return [(5, 1), (5, 5), (20, 1), (20, 5)]
 
 
+def recipe_arg(name: str, flag: str) -> str:
+    """The value of ``flag`` in a recipe's train arguments."""
+    args = RECIPES[name][1]
+    return args[args.index(flag) + 1]
+
+
 def trained_shot(name: str) -> int:
     """The shot of a recipe's training episodes."""
-    args = RECIPES[name][1]
-    return int(args[args.index("--n-shot") + 1])
+    return int(recipe_arg(name, "--n-shot"))

@@ -3,9 +3,9 @@
 ``benchmarks/results/accuracy.json`` holds every figure of README's and ``benchmarks/results.md``'s results table,
 each with the ``python -m fewshot evaluate ... --json`` command that made it. Here every shipped checkpoint must
 have figures there, the table must be the one rendered from them, and one figure per checkpoint (its cheapest
-setting: the smallest way, then shot) is re-made with the same arguments (1000 episodes, seed 0) through the CLI. The episodes are the
-same, so the result must match to within a few flipped predictions (floating-point differences between CPUs can
-flip a near-tie): 0.2 points, where the 95% CI of these figures is 0.1-0.8 points.
+setting: the smallest way, then shot) is re-made with the same arguments (1000 episodes, seed 0) through the CLI.
+The episodes are the same, so the result must match to within a few flipped predictions (floating-point differences
+between CPUs can flip a near-tie): 0.2 points, where the 95% CI of these figures is 0.1-0.8 points.
 """
 
 from __future__ import annotations
