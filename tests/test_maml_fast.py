@@ -147,3 +147,29 @@ def test_other_networks_and_partial_weights_take_the_module_path():
     tracked = tiny_maml()
     tracked.net.backbone.blocks[0].norm = nn.BatchNorm2d(4).to(DT)  # running statistics: not MAML's own network
     assert maml_module._direct_conv4(tracked.net, tracked.meta_weights()) is None
+
+
+def test_winograd_probe_computes_the_same_convolution_and_gradients():
+    """benchmarks/winograd_probe.py times a Winograd convolution against F.conv2d: it must compute the same thing
+    (float64, so rounding cannot hide a wrong transform), including the second-order gradient MAML needs."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "winograd_probe.py"
+    spec = importlib.util.spec_from_file_location("winograd_probe", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    for name in ("BB", "GG", "AA"):
+        setattr(probe, name, getattr(probe, name).double())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 6, 8, generator=g, dtype=torch.float64).requires_grad_()
+    w = torch.randn(5, 4, 3, 3, generator=g, dtype=torch.float64).requires_grad_()
+    b = torch.randn(5, generator=g, dtype=torch.float64).requires_grad_()
+    results = []
+    for conv in (probe.direct_conv3x3, probe.winograd_conv3x3):
+        y = conv(x, w, b)
+        gx, gw = torch.autograd.grad((y * y.sin()).sum(), (x, w), create_graph=True)
+        second = torch.autograd.grad((gx * gx).sum() + (gw ** 3).sum(), (x, w, b))
+        results.append((y, gx, gw, *second))
+    for a, c in zip(*results):
+        torch.testing.assert_close(c, a, rtol=1e-9, atol=1e-9)
