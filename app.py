@@ -14,6 +14,7 @@ import streamlit as st
 import streamlit_patches
 
 streamlit_patches.keep_upload_answers_through_queue_clears()  # before any session exists; idempotent
+streamlit_patches.read_component_metadata_headers_only()  # before the server starts (its component scan)
 
 if __name__ == "__main__":
     import ui
@@ -43,6 +44,7 @@ if __name__ == "__main__":
 else:  # imported once by `streamlit run app.py` at server start, to find the ASGI app below
     import importlib
     import threading
+    import time
     from contextlib import asynccontextmanager
 
     # What the pages import, in the order they need it: the router and home page need ui (torch, fewshot) and the
@@ -52,11 +54,16 @@ else:  # imported once by `streamlit run app.py` at server start, to find the AS
     FIRST_PAGE_MODULES = ("ui", "streamlit.emojis")
     LATER_MODULES = ("photo_ui", "pandas")
     first_page_done = threading.Event()
+    LATER_IMPORTS_AFTER_S = 2.0
 
     def warm_up() -> None:
         for name in FIRST_PAGE_MODULES:
             importlib.import_module(name)  # a script run importing the same module waits for this one (import lock)
         first_page_done.wait(60)
+        # The first script run has ended, but the browser is still fetching the page's components (one script file
+        # per kind of element) from this process's event loop and drawing them; an import now would hold the GIL
+        # against those requests. A click that needs one of these modules sooner just imports it itself.
+        time.sleep(LATER_IMPORTS_AFTER_S)
         for name in LATER_MODULES:
             importlib.import_module(name)
 

@@ -1,4 +1,5 @@
-"""streamlit_patches.py: an upload's URL answer survives the queue clear at the start of a script run."""
+"""streamlit_patches.py: an upload's URL answer survives the queue clear at the start of a script run; the start-up
+component scan finds the same packages from metadata headers alone."""
 
 from __future__ import annotations
 
@@ -44,3 +45,40 @@ def test_patched_queue_keeps_the_answer_and_drops_the_rest():
     queue = queue_with_an_upload_answer_waiting()
     queue.clear()  # a full flush still empties everything
     assert kinds(queue) == []
+
+
+def test_component_filter_on_headers_alone_picks_the_same_packages():
+    import importlib.metadata
+
+    from streamlit.components.v2 import manifest_scanner
+
+    assert streamlit_patches.read_component_metadata_headers_only()
+    assert streamlit_patches.read_component_metadata_headers_only()  # twice: still one patch
+    patched = manifest_scanner._is_likely_streamlit_component_package
+    original = patched._fewshot_original
+    dists = list(importlib.metadata.distributions())
+    picked = [d.name for d in dists if patched(d)]
+    assert picked == [d.name for d in dists if original(d)]
+    assert "streamlit-drawable-canvas" in picked  # the drawing canvas is found and registered as before
+    assert "torch" not in picked
+    names = [m.name for m, _ in manifest_scanner.scan_component_manifests()]
+    assert "streamlit-drawable-canvas" in names
+
+
+def test_component_filter_reads_the_headers_not_the_description(tmp_path):
+    # a package whose long description mentions Streamlit is not a component package by that alone
+    import importlib.metadata
+
+    from streamlit.components.v2 import manifest_scanner
+
+    streamlit_patches.read_component_metadata_headers_only()
+    patched = manifest_scanner._is_likely_streamlit_component_package
+    info = tmp_path / "plotting_helpers-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plotting-helpers\nVersion: 1.0\nSummary: Charts\n"
+                                   "Requires-Dist: numpy\n\nWorks well inside a streamlit app.\n")
+    dist = importlib.metadata.PathDistribution(info)
+    assert not patched(dist) and not patched._fewshot_original(dist)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plotting-helpers\nVersion: 1.0\nSummary: Charts\n"
+                                   "Requires-Dist: numpy\nRequires-Dist: streamlit>=1.40\n\nA description.\n")
+    assert patched(dist) and patched._fewshot_original(dist)
