@@ -19,16 +19,16 @@ streamlit_patches.read_component_metadata_headers_only()  # before the server st
 if __name__ == "__main__":
     import ui
 
-    st.set_page_config(page_title="Few-shot lab", page_icon="✏️", layout="wide")
+    st.set_page_config(page_title="Few-shot lab", page_icon=":material/draw:", layout="wide")
 
     PAGES = [
-        st.Page("pages/home.py", title="Home", icon="🏠", url_path="home", default=True),
-        st.Page("pages/build.py", title="Build a task", icon="✏️", url_path="build"),
-        st.Page("pages/maml.py", title="Watch MAML adapt", icon="🎞️", url_path="maml"),
-        st.Page("pages/embeddings.py", title="Embedding explorer", icon="🗺️", url_path="embeddings"),
-        st.Page("pages/benchmark.py", title="Benchmark", icon="📊", url_path="benchmark"),
-        st.Page("pages/inside.py", title="Inside each method", icon="🔍", url_path="inside"),
-        st.Page("pages/human.py", title="You vs the model", icon="🧑", url_path="human"),
+        st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
+        st.Page("pages/build.py", title="Build a task", icon=":material/draw:", url_path="build"),
+        st.Page("pages/maml.py", title="Watch MAML adapt", icon=":material/animation:", url_path="maml"),
+        st.Page("pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:", url_path="embeddings"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
+        st.Page("pages/inside.py", title="Inside each method", icon=":material/manage_search:", url_path="inside"),
+        st.Page("pages/human.py", title="You vs the model", icon=":material/person:", url_path="human"),
     ]
 
     ui.configure_torch()
@@ -47,11 +47,12 @@ else:  # imported once by `streamlit run app.py` at server start, to find the AS
     import time
     from contextlib import asynccontextmanager
 
-    # What the pages import, in the order they need it: the router and home page need ui (torch, fewshot) and the
-    # page icons; Build a task adds photo_ui and, once it shows results, pandas. The later ones wait until a first
-    # page has been shown (or a minute) so as not to compete with it for the CPU. Only imports: models and data
-    # load on first use.
-    FIRST_PAGE_MODULES = ("ui", "streamlit.emojis")
+    # What the pages import, in the order they need it: the router and home page need ui (torch, fewshot); Build a
+    # task adds photo_ui and, once it shows results, pandas. The later ones wait until a first page has been shown
+    # (or a minute) so as not to compete with it for the CPU. Only imports: models and data load on first use.
+    # (The page icons are Material icons, not emoji: an emoji icon makes Streamlit import its emoji table, ~0.1 s
+    # of CPU holding the GIL, 0.2-0.3 s of the first page's time on two busy cores.)
+    FIRST_PAGE_MODULES = ("ui",)
     LATER_MODULES = ("photo_ui", "pandas")
     first_page_done = threading.Event()
     LATER_IMPORTS_AFTER_S = 2.0
