@@ -19,6 +19,7 @@ Sections (each prints a markdown table; ``--json`` writes everything):
   with every shipped checkpoint, t-SNE of 1000 points, loading Omniglot from its cache, and the
   app's time from ``streamlit run`` to a rendered page (headless chromium when available).
 * ``demo-maml``: only the MAML inner step of ``demo`` (beside the same step through ``functional_call``).
+* ``app-ab`` (with ``--compare-with DIR``): ``demo``'s app start for another checkout and this one, alternated.
 * ``maml-profile``: torch.profiler of one second-order meta-iteration (plain loop, fewshot's per-task loop):
   top operators by self CPU time and the convolution kernels' share.
 * ``floor``: the compute floor: this CPU's fp32 matrix-product rate and the FLOPs each benchmark's matrix
@@ -661,6 +662,24 @@ def app_ready_seconds(repeats: int = 3, root: Path = ROOT, browser_open: bool = 
     return out
 
 
+def app_ready_ab(other: Path, rounds: int) -> dict:
+    """App ready of another checkout (``other``, e.g. a ``git worktree`` of an older commit) and of this one, one
+    fresh server each, alternating (other, this, this, other, ...) so that both see the same machine; medians."""
+    import statistics
+
+    roots = {"other": Path(other).resolve(), "this": ROOT}
+    runs: dict[str, list[dict]] = {k: [] for k in roots}
+    for i in range(rounds):
+        for key in ("other", "this") if i % 2 == 0 else ("this", "other"):
+            row = app_ready_seconds(repeats=1, root=roots[key])
+            if "error" in row:
+                return row
+            runs[key].append(row["runs"][0])
+    medians = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in runs.items()}
+    return {"other": str(roots["other"]), "this": str(ROOT), "rounds": rounds, "medians": medians, "runs": runs,
+            "ratio_other_over_this": medians["other"]["median_s"] / medians["this"]["median_s"]}
+
+
 # --------------------------------------------------------------------------- report
 
 def fmt(s: float) -> str:
@@ -745,6 +764,20 @@ def report(results: dict) -> str:
                 lines.append(f"| {k.replace('_', ' ')} (health endpoint only) | {fmt(row['health_s'])} | "
                              f"≤ {fmt(row['target_s'])} |")
         lines.append("")
+    if "app_ready_ab" in results:
+        ab = results["app_ready_ab"]
+        if "medians" in ab:
+            lines += [f"**App start, two checkouts alternated** ({ab['rounds']} runs each; medians)", "",
+                      "| checkout | ready | home text | health | server CPU until ready | Build a task | Classify |",
+                      "|---|---|---|---|---|---|---|"]
+            for key in ("other", "this"):
+                m = ab["medians"][key]
+                lines.append(f"| {key}: {ab[key]} | {fmt(m['median_s'])} | {fmt(m['home_text_s'])} | "
+                             f"{fmt(m['health_s'])} | {fmt(m['server_cpu_s'])} | {fmt(m['build_s'])} | "
+                             f"{fmt(m['classify_s'])} |")
+            lines += ["", f"other / this: {ab['ratio_other_over_this']:.2f}", ""]
+        else:
+            lines += [f"App start A/B: {ab.get('error', ab)}", ""]
     return "\n".join(lines)
 
 
@@ -767,6 +800,8 @@ def main() -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--nchw", action="store_true", help="run fewshot's models in the default memory format")
+    p.add_argument("--compare-with", default=None, metavar="DIR",
+                   help="with --only app-ab: another checkout whose app start is timed alternately with this one's")
     p.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--inner-steps", type=int, default=INNER_STEPS, help=argparse.SUPPRESS)
     p.add_argument("--n-way", type=int, default=N_WAY, help=argparse.SUPPRESS)
@@ -799,6 +834,10 @@ def main() -> int:
         results["demo"] = {"maml_inner_step": bench_demo_maml(args.quick)}
     if "floor" in only:
         results["floor"] = bench_floor(rounds)
+    if "app-ab" in only:
+        if not args.compare_with:
+            p.error("--only app-ab needs --compare-with DIR (e.g. git worktree add /tmp/old <commit>)")
+        results["app_ready_ab"] = app_ready_ab(Path(args.compare_with), args.rounds or 4)
     text = report(results)
     print(text)
     if args.json:
