@@ -8,7 +8,9 @@ mkdir -p "$out" runs/logs
 export PYTHONPATH=$PWD FEWSHOT_CACHE_DIR=${FEWSHOT_CACHE_DIR:-/tmp/fewshot-cache} PYTHONUNBUFFERED=1
 data=.data/omniglot
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print(torch.__version__)"; nproc; } > "$out/machine.txt" 2>&1
-python3 benchmarks/maml_throughput.py --device cuda --iterations 20 > "$out/maml_throughput.jsonl" 2>&1
+(nvidia-smi dmon -s u -d 1 > "$out/gpu_util_throughput.txt" 2>&1 &)
+python3 benchmarks/maml_throughput.py --device cuda --iterations 300 --loop-iterations 20 --cuda-graph > "$out/maml_throughput.jsonl" 2>&1
+pkill -f "nvidia-smi dmon" || true
 cat "$out/maml_throughput.jsonl"
 extra=()
 ratio=$(python3 -c "import json,sys; print([json.loads(l) for l in open('$out/maml_throughput.jsonl') if 'loop_over_batched' in l][0]['loop_over_batched'])" 2>/dev/null || echo 1)

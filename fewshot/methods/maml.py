@@ -371,11 +371,20 @@ class MAML(FewShotClassifier):
             return None
         for task in tasks:
             self.check_labels(task.support_labels, self.n_way)
-        n_tasks = len(tasks)
         support = torch.stack([t.support_images for t in tasks])  # (T, S, C, H, W)
         support_labels = torch.stack([t.support_labels for t in tasks])  # (T, S)
         query = torch.stack([t.query_images for t in tasks])
         query_labels = torch.stack([t.query_labels for t in tasks])
+        return self.stacked_episode_loss(support, support_labels, query, query_labels)
+
+    def stacked_episode_loss(self, support: Tensor, support_labels: Tensor, query: Tensor,
+                             query_labels: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`batched_episode_loss` of tasks already stacked: images ``(T, N, C, H, W)``, labels ``(T, N)``.
+
+        No label checks (the caller's) and nothing that waits for the device, so a CUDA graph can capture a
+        whole meta-iteration around it (``benchmarks/maml_throughput.py --cuda-graph``).
+        """
+        n_tasks = support.shape[0]
         training = self.training
         lr = self.inner_lr if training else self.inner_lr_test
         steps = self.inner_steps if training else self.inner_steps_test
