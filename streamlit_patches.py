@@ -23,6 +23,7 @@ both filters on every installed distribution).
 from __future__ import annotations
 
 import email.parser
+from types import SimpleNamespace
 from typing import Any
 
 _KEPT_TYPES = ("file_urls_response",)
@@ -62,12 +63,7 @@ def _headers_only(dist: Any) -> Any:
     text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
     head = text.split("\n\n", 1)[0] + "\n"  # headers end at the first blank line; the body is the description
     headers = email.parser.HeaderParser().parsestr(head)
-
-    class HeadersOnly:
-        name = dist.name if headers.get("Name") is None else headers["Name"]
-        metadata = headers
-
-    return HeadersOnly()
+    return SimpleNamespace(name=headers.get("Name") or dist.name, metadata=headers)
 
 
 def read_component_metadata_headers_only() -> bool:

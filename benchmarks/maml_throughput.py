@@ -48,19 +48,12 @@ def measure(model: MAML, tasks: list, batched: bool, iterations: int, device: to
     return (time.perf_counter() - t0) / iterations
 
 
-def _stacked(tasks: list) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.stack([getattr(t, name) for t in tasks])
-                 for name in ("support_images", "support_labels", "query_images", "query_labels"))
-
-
 def measure_graph(model: MAML, tasks: list, iterations: int, device: torch.device) -> dict:
     """Eager ``batched+adam`` meta-iterations vs the same iteration as one replayed CUDA graph (PyTorch's
     whole-network capture recipe: warm-up on a side stream, grads set to None before capture, capturable Adam)."""
     if device.type != "cuda":
         raise SystemExit("--cuda-graph needs --device cuda")
-    for task in tasks:
-        model.check_labels(task.support_labels, model.n_way)  # once, outside the graph (it reads label values)
-    batch = _stacked(tasks)
+    batch = model.stack_tasks(tasks)  # the label checks read label values: once, outside the graph
     warmup = 3
 
     def make() -> tuple[MAML, torch.optim.Optimizer]:

@@ -369,13 +369,15 @@ class MAML(FewShotClassifier):
             return None
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
+        return self.stacked_episode_loss(*self.stack_tasks(tasks))
+
+    def stack_tasks(self, tasks: list[Task]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Check each task's labels against the head, then stack them: support images ``(T, S, C, H, W)``, support
+        labels ``(T, S)``, query images and query labels, the arguments of :meth:`stacked_episode_loss`."""
         for task in tasks:
             self.check_labels(task.support_labels, self.n_way)
-        support = torch.stack([t.support_images for t in tasks])  # (T, S, C, H, W)
-        support_labels = torch.stack([t.support_labels for t in tasks])  # (T, S)
-        query = torch.stack([t.query_images for t in tasks])
-        query_labels = torch.stack([t.query_labels for t in tasks])
-        return self.stacked_episode_loss(support, support_labels, query, query_labels)
+        return tuple(torch.stack([getattr(t, name) for t in tasks])  # type: ignore[return-value]
+                     for name in ("support_images", "support_labels", "query_images", "query_labels"))
 
     def stacked_episode_loss(self, support: Tensor, support_labels: Tensor, query: Tensor,
                              query_labels: Tensor) -> tuple[Tensor, list[Tensor]]:
