@@ -133,10 +133,13 @@ def _logits(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images
     return functional_call(net, (weights, buffers), (images,), kwargs)
 
 
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
 def _support_loss(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor,
-                  labels: Tensor) -> tuple[Tensor, Tensor]:
+                  labels: Tensor, loss_fn: LossFn | None = None) -> tuple[Tensor, Tensor]:
     logits = _logits(net, weights, buffers, images)
-    return F.cross_entropy(logits, labels), logits
+    return (F.cross_entropy if loss_fn is None else loss_fn)(logits, labels), logits
 
 
 def _checkpointed(step: Callable[[Weights], Weights], weights: Weights) -> Weights:
@@ -157,7 +160,8 @@ def _checkpointed(step: Callable[[Weights], Weights], weights: Weights) -> Weigh
 
 
 def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
-          inner_lr: float, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False) -> Weights:
+          inner_lr: float, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
+          loss_fn: LossFn | None = None) -> Weights:
     """Run ``inner_steps`` SGD steps on the support loss and return new weights; inputs are not modified.
 
     Args:
@@ -170,9 +174,11 @@ def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: 
         create_graph: keep the graph of the gradients (second-order MAML).
         checkpoint_steps: recompute each step in the backward pass instead of storing it (flat
             memory as ``inner_steps`` grows; only matters with ``create_graph``).
+        loss_fn: ``loss_fn(outputs, labels)`` -> scalar; default cross-entropy (classification). The
+            sine-wave regression of Finn et al. passes mean-squared error.
     """
     def step(w: Weights) -> Weights:
-        loss, _ = _support_loss(net, w, buffers, images, labels)
+        loss, _ = _support_loss(net, w, buffers, images, labels, loss_fn)
         grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
         return {name: v - inner_lr * g for (name, v), g in zip(w.items(), grads)}
 
