@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .methods import METHODS, FewShotClassifier, build_model
+from .methods import MODELS, FewShotClassifier, build_model
 from .training import TrainState
 
 __all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointInfo", "save_checkpoint", "load_checkpoint",
@@ -87,11 +87,11 @@ def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, 
     crash at any moment leaves either the old file or the new one, never half a file.
 
     Args:
-        method: registry key (``fewshot.methods.METHODS``).
+        method: registry key (``fewshot.methods.METHODS``, or ``REGRESSORS`` for the sine-wave regressor).
         metadata: JSON-able extras (protocol, image_size, train_config, history, command, ...).
         train_state: optimiser/sampler/RNG state for ``--resume``.
     """
-    if method not in METHODS:
+    if method not in MODELS:
         raise ValueError(f"unknown method {method!r}")
     path = Path(path)
     record: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method,
@@ -207,12 +207,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     tensors, record = _read(path)
     method = record.get("method")
-    if method not in METHODS:
-        raise CheckpointError(f"{path}: unknown method {method!r} (known: {', '.join(METHODS)})")
+    if method not in MODELS:
+        raise CheckpointError(f"{path}: unknown method {method!r} (known: {', '.join(MODELS)})")
     if expect_method is not None and method != expect_method:
         raise CheckpointError(f"{path} is a {method!r} checkpoint, not {expect_method!r}")
     # Constructor arguments a method gained after a checkpoint was saved: the values that rebuild the old model.
-    kwargs = {**getattr(METHODS[method][0], "checkpoint_defaults", {}), **record.get("method_kwargs", {})}
+    kwargs = {**getattr(MODELS[method][0], "checkpoint_defaults", {}), **record.get("method_kwargs", {})}
     try:
         model = build_model(method, **kwargs)
     except (TypeError, ValueError) as exc:

@@ -22,6 +22,7 @@ from .datasets import FolderDataset, TensorDataset, list_image_files
 from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
+from .sine_cli import add_train_sine_parser, cmd_train_sine, reject_regressor
 from .tasks import TaskSampler
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
@@ -139,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("export", help="write a checkpoint without its resumable training state (small, for shipping)")
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True)
+
+    add_train_sine_parser(sub)
 
     d = sub.add_parser("download", help="download the official Omniglot zips (needs internet)")
     d.add_argument("--data-dir", default=None)
@@ -333,6 +336,7 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
 def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
+    reject_regressor(model, args.checkpoint)
     use_fast_layout(model)  # on a CPU, channels_last, as train() runs it
     meta = info.metadata
     _configure_for_eval(model, args)
@@ -378,6 +382,7 @@ def _query_files(paths: Sequence[str]) -> list[Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
+    reject_regressor(model, args.checkpoint)
     meta = info.metadata
     image_size = int(meta.get("image_size", 28))
     support = FolderDataset(args.support, image_size, center=True)
@@ -447,7 +452,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-                "export": cmd_export, "download": cmd_download}
+                "export": cmd_export, "download": cmd_download, "train-sine": cmd_train_sine}
     try:
         return handlers[args.command](args)
     except (UserError, CheckpointError, DataNotFoundError, ImageError, NonFiniteLossError, ValueError) as exc:
