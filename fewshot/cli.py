@@ -23,7 +23,9 @@ from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import add_train_sine_parser, cmd_train_sine, reject_regressor
-from .tasks import TaskSampler
+from .pretrain import VAL_WAY, pretrain_encoder, steps_for_epochs
+from .taskfile import read_task, support_dataset
+from .tasks import AlphabetTaskSampler, TaskSampler
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
 
@@ -124,11 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-lr", type=float, default=None, help="MAML: inner learning rate at test time")
     e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--within-alphabet", action="store_true",
+                   help="Lake et al.'s one-shot task (--protocol lake): each episode's characters from one alphabet, "
+                        "support and query drawn by different people (use --n-shot 1 --n-query 1 for the paper's)")
+    e.add_argument("--alphabet", default=None, help="with --within-alphabet: draw every episode from this alphabet")
     e.set_defaults(episodes=1000)
 
     p = sub.add_parser("predict", help="classify query images given a folder of labelled support images")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--support", required=True, help="folder of class subfolders")
+    p.add_argument("--support", required=True, help="folder of class subfolders, or a task file / zip of class "
+                   "subfolders (.zip; a task file's support images)")
     p.add_argument("--query", required=True, nargs="+", help="image files or folders of images")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
@@ -385,7 +392,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     reject_regressor(model, args.checkpoint)
     meta = info.metadata
     image_size = int(meta.get("image_size", 28))
-    support = FolderDataset(args.support, image_size, center=True)
+    support = (support_dataset(read_task(args.support), image_size) if Path(args.support).is_file()
+               else FolderDataset(args.support, image_size, center=True))
     if len(support.class_names) < 2:
         raise UserError(f"--support {args.support} has {len(support.class_names)} class with images; "
                         "few-shot classification needs at least 2 class subfolders")
