@@ -23,9 +23,8 @@ from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import add_train_sine_parser, cmd_train_sine, reject_regressor
-from .pretrain import VAL_WAY, pretrain_encoder, steps_for_epochs
 from .taskfile import read_task, support_dataset
-from .tasks import AlphabetTaskSampler, TaskSampler
+from .tasks import TaskSampler
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
 
@@ -126,10 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-lr", type=float, default=None, help="MAML: inner learning rate at test time")
     e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
     e.add_argument("--json", action="store_true")
-    e.add_argument("--within-alphabet", action="store_true",
-                   help="Lake et al.'s one-shot task (--protocol lake): each episode's characters from one alphabet, "
-                        "support and query drawn by different people (use --n-shot 1 --n-query 1 for the paper's)")
-    e.add_argument("--alphabet", default=None, help="with --within-alphabet: draw every episode from this alphabet")
     e.set_defaults(episodes=1000)
 
     p = sub.add_parser("predict", help="classify query images given a folder of labelled support images")
