@@ -4,14 +4,12 @@ A teacher prepares a task (drawings, uploads, class names, true classes) and han
 student loads it on any machine and gets the same task back. The same reader takes a zip of class subfolders
 (``cat/1.png``, ``dog/1.png``: every image a support example), as ``fewshot predict --support`` takes a folder.
 
-A zip from someone else is untrusted input. Nothing is extracted to disk; members are read into memory with
-bounded reads after these checks, each failing with one :class:`TaskFileError` that says what is wrong:
-paths that climb out (``../``) or are absolute, links and other non-plain members (the Unix mode in the
-external attributes), encrypted members, duplicate names, too many members, members or a total too large
-and compression ratios of a zip bomb (checked from the headers, then enforced while reading), non-images
-(a signature check, then the project's safe decoder :func:`fewshot.transforms.open_image`), a manifest of
-the wrong shape, and classes or examples beyond the app's limits (:data:`MIN_WAY`-:data:`MAX_WAY` classes,
-:data:`MIN_SHOT`-:data:`MAX_SHOT` examples per class).
+A zip from someone else is untrusted input. :mod:`fewshot.safezip` reads it in memory (paths that climb out or
+are absolute, links, encryption, duplicates, too many members, and zip bombs are refused from the headers and
+again while reading, with bounded reads); this module then refuses non-images (a signature check, then the
+project's safe decoder :func:`fewshot.transforms.open_image`), a manifest of the wrong shape, and classes or
+examples beyond the app's limits (:data:`MIN_WAY`-:data:`MAX_WAY` classes, :data:`MIN_SHOT`-:data:`MAX_SHOT`
+examples per class). Every refusal is one :class:`TaskFileError` whose message says what is wrong.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ import torch
 from PIL import Image
 
 from .datasets import TensorDataset
+from .safezip import BoundedReader, UnsafeZipError, check_members, open_zip
 from .transforms import IMAGE_EXTENSIONS, ImageError, open_image, preprocess_image
 
 __all__ = [
@@ -43,16 +42,9 @@ MIN_WAY, MAX_WAY = 2, 10
 MIN_SHOT, MAX_SHOT = 1, 5
 MAX_QUERIES = 50
 MAX_NAME_CHARS = 100
-# Untrusted-input limits. A full photo task (10 x 5 photos + 50 queries, each at most MAX_SIDE) fits well.
-MAX_FILE_BYTES = 200 * 2**20  # the zip itself (Streamlit's default upload limit)
-MAX_MEMBERS = 400  # images, the manifest and folder entries
-MAX_MEMBER_BYTES = 32 * 2**20  # one uncompressed member
-MAX_TOTAL_BYTES = 256 * 2**20  # all members uncompressed
+# Zip limits are fewshot.safezip's; a full photo task (10 x 5 photos + 50 queries, each at most MAX_SIDE) fits well.
 MAX_MANIFEST_BYTES = 2**20
-MAX_RATIO = 100  # uncompressed / compressed, for members above RATIO_MIN_BYTES (PNGs hardly compress at all)
-RATIO_MIN_BYTES = 2**20
 MAX_SIDE = 1024  # images are stored at most this many pixels on their longer side (photos are downscaled)
-_READ_CHUNK = 64 * 2**10
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the same task gives the same bytes
 # Formats the reader decodes (first bytes of the file); anything else is refused before any decoder runs.
 _SIGNATURES = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF",
@@ -190,116 +182,6 @@ def write_task(task: SharedTask) -> bytes:
     return buf.getvalue()
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Reading an untrusted zip
-
-
-def _safe_name(info: zipfile.ZipInfo) -> str:
-    """The member's normalised relative path; raises for absolute, climbing, linked or odd members."""
-    raw = info.filename
-    name = raw.replace("\\", "/")
-    if "\x00" in name:
-        raise TaskFileError(f"member {raw!r} has a NUL character in its name; the file is damaged or hostile")
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
-        raise TaskFileError(f"member {raw!r} has an absolute path; a task file holds relative paths only")
-    if ".." in name.split("/"):
-        raise TaskFileError(f"member {raw!r} climbs out of the archive ('..'); refusing the file")
-    mode = info.external_attr >> 16
-    if info.create_system == 3:  # Unix attributes: only plain files and folders
-        if stat.S_ISLNK(mode):
-            raise TaskFileError(f"member {raw!r} is a symbolic link; a task file holds plain files only")
-        if stat.S_IFMT(mode) and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):  # 0: permissions only
-            raise TaskFileError(f"member {raw!r} is not a plain file; a task file holds plain files only")
-    if info.flag_bits & 0x1:
-        raise TaskFileError(f"member {raw!r} is encrypted; save the task without a password")
-    return posixpath.normpath(name.rstrip("/")) + ("/" if name.endswith("/") else "")
-
-
-def _ignored(name: str) -> bool:
-    """macOS and hidden bookkeeping (``__MACOSX/``, ``.DS_Store``): not part of the task."""
-    parts = name.rstrip("/").split("/")
-    return parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts)
-
-
-class _Reader:
-    """Reads members of a checked archive with a byte budget enforced during decompression."""
-
-    def __init__(self, archive: zipfile.ZipFile, infos: dict[str, zipfile.ZipInfo]):
-        self.archive, self.infos, self.total = archive, infos, 0
-
-    def read(self, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
-        info = self.infos[name]
-        chunks, size = [], 0
-        try:
-            with self.archive.open(info) as fh:
-                while chunk := fh.read(_READ_CHUNK):
-                    size += len(chunk)
-                    self.total += len(chunk)
-                    if size > limit:
-                        raise TaskFileError(f"member {name!r} unpacks to more than {limit // 2**10} KiB, "
-                                            "its limit; refusing the file")
-                    if size > info.file_size:
-                        raise TaskFileError(f"member {name!r} holds more data than its header says "
-                                            f"({info.file_size} bytes); the file is damaged or a zip bomb")
-                    if self.total > MAX_TOTAL_BYTES:
-                        raise TaskFileError(f"the file unpacks to more than {MAX_TOTAL_BYTES // 2**20} MiB; "
-                                            "share a smaller task")
-                    if size > RATIO_MIN_BYTES and size > MAX_RATIO * max(info.compress_size, 1):
-                        raise TaskFileError(f"member {name!r} unpacks to over {MAX_RATIO} times its packed size; "
-                                            "refusing a likely zip bomb")
-                    chunks.append(chunk)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError) as exc:
-            raise TaskFileError(f"member {name!r} cannot be read ({exc}); the file is damaged") from exc
-        return b"".join(chunks)
-
-
-def _open(source: bytes | str | Path) -> zipfile.ZipFile:
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise TaskFileError(f"{path} does not exist or is not a file")
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise TaskFileError(f"{path} is {path.stat().st_size / 2**20:.0f} MiB; a task file is at most "
-                                f"{MAX_FILE_BYTES // 2**20} MiB")
-        source = path.read_bytes()
-    if len(source) > MAX_FILE_BYTES:
-        raise TaskFileError(f"the file is {len(source) / 2**20:.0f} MiB; a task file is at most "
-                            f"{MAX_FILE_BYTES // 2**20} MiB")
-    try:
-        return zipfile.ZipFile(io.BytesIO(source))
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise TaskFileError("not a zip file: a task file is a .zip saved by the lab, or a zip of class "
-                            "subfolders") from exc
-
-
-def _check_members(archive: zipfile.ZipFile) -> dict[str, zipfile.ZipInfo]:
-    """Header checks on every member; returns the task's files by normalised name (folders and bookkeeping left out)."""
-    infos = archive.infolist()
-    if len(infos) > MAX_MEMBERS:
-        raise TaskFileError(f"the zip has {len(infos)} members (at most {MAX_MEMBERS}); a task has at most "
-                            f"{MAX_WAY * MAX_SHOT + MAX_QUERIES} images")
-    files: dict[str, zipfile.ZipInfo] = {}
-    total = 0
-    for info in infos:
-        name = _safe_name(info)
-        if name.endswith("/") or _ignored(name):
-            continue
-        if name in files:
-            raise TaskFileError(f"the zip holds {name!r} twice; refusing an ambiguous file")
-        if info.file_size > MAX_MEMBER_BYTES:
-            raise TaskFileError(f"member {name!r} unpacks to {info.file_size / 2**20:.0f} MiB "
-                                f"(at most {MAX_MEMBER_BYTES // 2**20} MiB per image)")
-        if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-            raise TaskFileError(f"member {name!r} unpacks to {info.file_size // max(info.compress_size, 1)} times "
-                                f"its packed size (at most {MAX_RATIO}); refusing a likely zip bomb")
-        total += info.file_size
-        files[name] = info
-    if total > MAX_TOTAL_BYTES:
-        raise TaskFileError(f"the file unpacks to {total / 2**20:.0f} MiB (at most {MAX_TOTAL_BYTES // 2**20} MiB); "
-                            "share a smaller task")
-    return files
-
-
 def _strip_top_folder(files: dict[str, zipfile.ZipInfo]) -> dict[str, zipfile.ZipInfo]:
     """A zip of one folder (``task/manifest.json``, ``animals/cat/1.png``) read as that folder's contents."""
     tops = {name.split("/")[0] for name in files}
@@ -322,7 +204,7 @@ def _field(obj: dict, key: str, kind: type | tuple[type, ...], where: str):
     return value
 
 
-def _from_manifest(files: dict[str, zipfile.ZipInfo], reader: _Reader) -> SharedTask:
+def _from_manifest(files: dict[str, zipfile.ZipInfo], reader: BoundedReader) -> SharedTask:
     if files[MANIFEST].file_size > MAX_MANIFEST_BYTES:
         raise TaskFileError(f"manifest.json is {files[MANIFEST].file_size // 2**10} KiB; a manifest is at most "
                             f"{MAX_MANIFEST_BYTES // 2**10} KiB")
@@ -399,7 +281,7 @@ def _from_manifest(files: dict[str, zipfile.ZipInfo], reader: _Reader) -> Shared
     return task
 
 
-def _from_folders(files: dict[str, zipfile.ZipInfo], reader: _Reader, mode: str) -> SharedTask:
+def _from_folders(files: dict[str, zipfile.ZipInfo], reader: BoundedReader, mode: str) -> SharedTask:
     loose = sorted(name for name in files if "/" not in name)
     if loose:
         raise TaskFileError(f"the zip holds {loose[0]!r} outside any class folder; put each class's images in "
@@ -440,14 +322,17 @@ def read_task(source: bytes | str | Path, *, folder_mode: str = "drawn") -> Shar
     """
     if folder_mode not in MODES:
         raise ValueError(f"folder_mode must be one of {MODES}, got {folder_mode!r}")
-    with _open(source) as archive:
-        files = _strip_top_folder(_check_members(archive))
-        reader = _Reader(archive, {name: info for name, info in files.items()})
-        if not files:
-            raise TaskFileError("the zip is empty; a task file holds a manifest and images")
-        if MANIFEST in files:
-            return _from_manifest(files, reader)
-        return _from_folders(files, reader, folder_mode)
+    try:
+        with open_zip(source) as archive:
+            files = _strip_top_folder(check_members(archive))
+            reader = BoundedReader(archive, files)
+            if not files:
+                raise TaskFileError("the zip is empty; a task file holds a manifest and images")
+            if MANIFEST in files:
+                return _from_manifest(files, reader)
+            return _from_folders(files, reader, folder_mode)
+    except UnsafeZipError as exc:  # one exception type for callers, whichever layer refused the file
+        raise TaskFileError(str(exc)) from exc
 
 
 def support_dataset(task: SharedTask, image_size: int = 28, *, center: bool = True) -> TensorDataset:

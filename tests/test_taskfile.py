@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fewshot import taskfile
+from fewshot import safezip, taskfile
 from fewshot.cli import main
 from fewshot.taskfile import SharedTask, TaskFileError, TaskImage, read_task, support_dataset, write_task
 
@@ -204,12 +204,12 @@ def test_zip_bomb_ratio_from_the_headers():
 
 
 def test_member_too_large_from_the_headers():
-    big = make_zip({"cat/1.png": png(1), "dog/1.png": bytes(range(256)) * (taskfile.MAX_MEMBER_BYTES // 256 + 1)})
-    refused(big, "MiB per image")
+    big = make_zip({"cat/1.png": png(1), "dog/1.png": bytes(range(256)) * (safezip.MAX_MEMBER_BYTES // 256 + 1)})
+    refused(big, "MiB per member")
 
 
 def test_total_size_from_the_headers(monkeypatch):
-    monkeypatch.setattr(taskfile, "MAX_TOTAL_BYTES", 2 * len(png(1)))
+    monkeypatch.setattr(safezip, "MAX_TOTAL_BYTES", 2 * len(png(1)))
     refused(make_zip({"cat/1.png": png(1), "dog/1.png": png(2), "dog/2.png": png(3)}), "unpacks to")
 
 
@@ -217,34 +217,34 @@ def test_bomb_limits_are_enforced_while_reading():
     """A header that hides the size (checked or not) cannot make a read return more than the limits."""
     data = make_zip({"dog/1.png": b"\x00" * (4 * 2**20)}, compression=zipfile.ZIP_DEFLATED)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
-        reader = taskfile._Reader(z, {"dog/1.png": z.getinfo("dog/1.png")})
-        with pytest.raises(TaskFileError, match="times its packed size"):
+        reader = safezip.BoundedReader(z, {"dog/1.png": z.getinfo("dog/1.png")})
+        with pytest.raises(safezip.UnsafeZipError, match="times its packed size"):
             reader.read("dog/1.png")
-        assert reader.total <= taskfile.RATIO_MIN_BYTES + taskfile._READ_CHUNK  # stopped early, not after 4 MiB
+        assert reader.total <= safezip.RATIO_MIN_BYTES + safezip._READ_CHUNK  # stopped early, not after 4 MiB
         info = z.getinfo("dog/1.png")
         info.file_size = 1000  # a header that lies low: the read stops there instead of trusting the data
-        reader = taskfile._Reader(z, {"dog/1.png": info})
-        with pytest.raises(TaskFileError):
+        reader = safezip.BoundedReader(z, {"dog/1.png": info})
+        with pytest.raises(safezip.UnsafeZipError, match="damaged"):  # the data's CRC no longer matches
             reader.read("dog/1.png")
 
 
 def test_total_limit_is_enforced_while_reading(monkeypatch):
     data = make_zip({"cat/1.png": png(1), "dog/1.png": png(2)})
     with zipfile.ZipFile(io.BytesIO(data)) as z:
-        reader = taskfile._Reader(z, {i.filename: i for i in z.infolist()})
-        monkeypatch.setattr(taskfile, "MAX_TOTAL_BYTES", len(png(1)) + 10)
+        reader = safezip.BoundedReader(z, {i.filename: i for i in z.infolist()})
+        monkeypatch.setattr(safezip, "MAX_TOTAL_BYTES", len(png(1)) + 10)
         reader.read("cat/1.png")
-        with pytest.raises(TaskFileError, match="unpacks to more than"):
+        with pytest.raises(safezip.UnsafeZipError, match="unpacks to more than"):
             reader.read("dog/1.png")
 
 
 def test_too_many_members():
-    members = {f"c{i % 3}/{i}.png": b"x" for i in range(taskfile.MAX_MEMBERS + 1)}
+    members = {f"c{i % 3}/{i}.png": b"x" for i in range(safezip.MAX_MEMBERS + 1)}
     refused(make_zip(members), "members")
 
 
 def test_file_too_large(monkeypatch):
-    monkeypatch.setattr(taskfile, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(safezip, "MAX_FILE_BYTES", 100)
     refused(make_zip({"cat/1.png": png(1), "dog/1.png": png(2)}), "at most")
 
 
