@@ -151,14 +151,14 @@ def evaluate_sine(model: nn.Module, *, n_tasks: int, n_shot: int, steps: tuple[i
     """
     if not steps or min(steps) < 0:
         raise ValueError(f"steps must be non-negative step counts, got {steps}")
-    sampler = SineTaskSampler(n_shot, 0, seed=seed, x_range=x_range)
+    tasks = SineTaskSampler(n_shot, 0, seed=seed, x_range=x_range).sample(n_tasks)  # drawn at once: batch-free
     grid = query_grid(n_grid)
     per_step: dict[int, list[Tensor]] = {s: [] for s in steps}
-    done = 0
-    while done < n_tasks:
-        batch = sampler.sample(min(batch_size, n_tasks - done))
-        t = batch.amplitudes.shape[0]
-        truth = batch.true_y(grid)  # (T, n_grid, 1)
+    for first in range(0, n_tasks, batch_size):
+        chunk = slice(first, min(first + batch_size, n_tasks))
+        support_x, support_y = tasks.support_x[chunk], tasks.support_y[chunk]
+        t = support_x.shape[0]
+        truth = tasks.amplitudes[chunk, None, None] * torch.sin(grid - tasks.phases[chunk, None, None])  # (T, G, 1)
         weights = stack_weights({k: v.detach() for k, v in model.named_parameters()}, t)
         for step in range(max(steps) + 1):
             if step in per_step:
@@ -168,10 +168,9 @@ def evaluate_sine(model: nn.Module, *, n_tasks: int, n_shot: int, steps: tuple[i
             if step < max(steps):
                 with torch.enable_grad():
                     start = {k: v.clone().requires_grad_() for k, v in weights.items()}
-                    weights = adapt(model, start, {}, batch.support_x, batch.support_y, inner_lr=inner_lr,
+                    weights = adapt(model, start, {}, support_x, support_y, inner_lr=inner_lr,
                                     inner_steps=1, create_graph=False, loss_fn=per_task_mse)
                 weights = {k: v.detach() for k, v in weights.items()}
-        done += t
     results = []
     for step in steps:
         errors = torch.cat(per_step[step]).double()
