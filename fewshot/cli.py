@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from . import __version__
+from .augment import AffineAugment
 from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
 from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
@@ -23,8 +24,9 @@ from .distributed import World, init_from_env, shutdown
 from .methods import METHODS, FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import add_train_sine_parser, cmd_train_sine, reject_regressor
+from .pretrain import VAL_WAY, pretrain_encoder, steps_for_epochs
 from .taskfile import read_task, support_dataset
-from .tasks import TaskSampler
+from .tasks import AlphabetTaskSampler, TaskSampler
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
 
@@ -115,7 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
     batching.add_argument("--no-batch-tasks", action="store_true",
                           help="loop over the tasks of a meta-batch (the default on a CPU: as fast, less memory)")
     t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
+    t.add_argument("--augment", action="store_true",
+                   help="warp every training image by a small random affine (rotation, scale, shear, shift; "
+                        "seeded; never in validation or evaluation)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("pretrain", help="pre-train a shared Conv-4 encoder as a classifier over all training classes "
+                                        "(for --init-backbone)")
+    r.add_argument("--protocol", choices=("vinyals", "lake"), default="lake")
+    r.add_argument("--data-dir", help="folder with images_background.zip/images_evaluation.zip")
+    r.add_argument("--train-split", choices=("train", "trainval"), default="train",
+                   help="train: validated on the val split; trainval: every training class, no validation")
+    r.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    r.add_argument("--epochs", type=float, default=40.0, help="passes over the training images (the schedule's length)")
+    r.add_argument("--batch-size", type=_positive, default=128)
+    r.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    r.add_argument("--lr-schedule", choices=("constant", "cosine", "step"), default="cosine")
+    r.add_argument("--weight-decay", type=float, default=0.0)
+    r.add_argument("--augment", action="store_true", help="random affine warp of every training image (seeded)")
+    r.add_argument("--image-size", type=_positive, default=28)
+    r.add_argument("--hidden", type=_positive, default=64, help="Conv-4 filters per layer")
+    r.add_argument("--no-rotations", action="store_true", help="lake protocol: no x4 rotation classes")
+    r.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
+    r.add_argument("--val-episodes", type=_positive, default=200)
+    r.add_argument("--checkpoint-every", type=_positive, default=500)
+    r.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="accuracy ± 95%% CI on the test split of a protocol (or a folder)")
     e.add_argument("--checkpoint", required=True)
@@ -125,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-lr", type=float, default=None, help="MAML: inner learning rate at test time")
     e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
     e.add_argument("--json", action="store_true")
+    e.add_argument("--within-alphabet", action="store_true",
+                   help="Lake et al.'s one-shot task (--protocol lake): each episode's characters from one alphabet, "
+                        "support and query drawn by different people (use --n-shot 1 --n-query 1 for the paper's)")
+    e.add_argument("--alphabet", default=None, help="with --within-alphabet: draw every episode from this alphabet")
     e.set_defaults(episodes=1000)
 
     p = sub.add_parser("predict", help="classify query images given a folder of labelled support images")
@@ -194,7 +228,13 @@ def _copy_backbone(source: FewShotClassifier, target: FewShotClassifier) -> None
     wanted = dict(target.backbone.named_parameters())
     given = dict(source.backbone.named_parameters())
     if set(wanted) != set(given) or any(wanted[k].shape != given[k].shape for k in wanted):
-        raise UserError("--init-backbone: the two checkpoints' backbones differ (hidden size or image size)")
+        def describe(params: dict[str, torch.Tensor]) -> str:
+            first = next(iter(params.values()), None)  # Conv-4's first convolution: (filters, channels, 3, 3)
+            if first is None or first.ndim != 4 or len(params) != len(wanted):
+                return f"another architecture ({len(params)} parameter tensors)"
+            return f"Conv-4, {first.shape[0]} filters, {first.shape[1]} input channel(s)"
+        raise UserError(f"--init-backbone: that checkpoint's backbone ({describe(given)}) does not fit this model's "
+                        f"({describe(wanted)}); use an encoder trained with the same --hidden and image channels")
     with torch.no_grad():
         for name, param in wanted.items():
             param.copy_(given[name])
@@ -249,6 +289,9 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         if info.train_state is None:
             raise UserError(f"--resume: {out} holds no training state (it is a final export); start a new run")
         state = info.train_state
+        if bool(info.metadata.get("augment")) != args.augment:
+            raise UserError(f"--resume: {out} was trained {'with' if info.metadata.get('augment') else 'without'} "
+                            "--augment; resume it with the same setting, or start a new run")
         metadata = dict(info.metadata)
         metadata.setdefault("resumed_with", []).append(command_line())
     else:
@@ -267,6 +310,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         "image_size": args.image_size, "in_channels": 1, "preprocess": {"center": args.dataset == "folder"},
         "n_way": args.n_way, "n_shot": args.n_shot, "n_query": args.n_query,
         "task_config": asdict(task), "train_config": asdict(config),
+        "augment": AffineAugment().to_dict() if args.augment else None,
         **({"world_size": world.world_size, "backend": world.backend} if world is not None else {}),
         "class_names": train_set.class_names if args.dataset == "folder" else None,
     })
@@ -276,7 +320,8 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     _check_shape(model, args.n_way, args.method)
     # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
     train_set.to(device)
-    sampler = TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed)
+    sampler = TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed,
+                          augment=AffineAugment() if args.augment else None)
     validate = None
     if val_set is not None:
         val_set.to(device)
@@ -320,6 +365,45 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     return 0
 
 
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    rotations = False if args.no_rotations else None
+    load = dict(data_dir=args.data_dir, image_size=args.image_size, rotations=rotations)
+    train_set = load_omniglot(args.protocol, args.train_split, **load)
+    val_set = load_omniglot(args.protocol, "val", **load) if args.val_every and args.train_split == "train" else None
+    metadata = {"command": command_line(), "protocol": args.protocol, "dataset": "omniglot",
+                "train_split": args.train_split, "rotations": not args.no_rotations, "image_size": args.image_size,
+                "in_channels": 1, "preprocess": {"center": False}, "role": "encoder"}
+    steps = steps_for_epochs(args.epochs, len(train_set), args.batch_size)
+    bar = _progress(args, steps, 0)
+    on_step = None
+    if bar is not None:
+        def on_step(log: StepLog) -> None:
+            if bar.n == 0 and log.step > 1:
+                bar.update(log.step - 1)  # a resumed run
+            bar.update(1)
+            bar.set_postfix(loss=f"{log.loss:.3f}", batch_acc=f"{log.accuracy:.3f}")
+    try:
+        result, meta = pretrain_encoder(
+            train_set, args.out, batch_size=args.batch_size, epochs=args.epochs, lr=args.lr,
+            lr_schedule=args.lr_schedule, weight_decay=args.weight_decay, hidden=args.hidden,
+            augment=AffineAugment() if args.augment else None, seed=args.seed, val_set=val_set,
+            val_every=args.val_every, val_episodes=args.val_episodes, checkpoint_every=args.checkpoint_every,
+            max_seconds=args.max_seconds, resume=args.resume, device=device, metadata=metadata, on_step=on_step)
+    finally:
+        if bar is not None:
+            bar.close()
+    msg = (f"saved {args.out} after {result.steps} steps, {meta['epochs_done']} epochs over "
+           f"{len(train_set.class_names)} classes ({meta['train_seconds']:.0f} s in all)")
+    if result.stopped_early:
+        msg += f"; stopped by --max-seconds before step {steps} (run again with --resume to continue)"
+    if "val_accuracy" in meta:
+        msg += (f"; ProtoNet on this encoder, {VAL_WAY}-way 1-shot validation: {100 * meta['val_accuracy']:.2f}% "
+                f"± {100 * meta['val_ci95']:.2f}")
+    print(msg + f"; start a model from it with `fewshot train ... --init-backbone {args.out}`", file=sys.stderr)
+    return 0
+
+
 def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> None:
     if getattr(args, "inner_steps", None) is not None:
         if not hasattr(model, "inner_steps_test"):
@@ -346,13 +430,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     image_size = int(meta.get("image_size", 28))
     center = bool(meta.get("preprocess", {}).get("center", True))
     dataset = _load_dataset(args, args.split, image_size=image_size, rotations=None, center=center).to(device)
-    sampler = TaskSampler(dataset, args.n_way, args.n_shot, args.n_query, seed=args.seed)
+    if args.within_alphabet:
+        if args.dataset != "omniglot" or args.protocol != "lake":
+            raise UserError("--within-alphabet is Lake et al.'s task on Omniglot's own alphabets; use it with "
+                            "--dataset omniglot --protocol lake")
+        sampler = AlphabetTaskSampler(dataset, args.n_way, args.n_shot, args.n_query, seed=args.seed,
+                                      alphabet=args.alphabet)
+    elif args.alphabet is not None:
+        raise UserError("--alphabet applies to --within-alphabet evaluation only")
+    else:
+        sampler = TaskSampler(dataset, args.n_way, args.n_shot, args.n_query, seed=args.seed)
     result = evaluate(model, (sampler.sample_task() for _ in range(args.episodes)))
     report = {"accuracy": result.accuracy, "ci95": result.ci95, "episodes": result.episodes, "n_way": args.n_way,
               "n_shot": args.n_shot, "n_query": args.n_query, "method": meta["method"],
               "protocol": args.protocol if args.dataset == "omniglot" else None, "dataset": args.dataset,
               "split": args.split if args.dataset == "omniglot" else None, "seed": args.seed,
-              "checkpoint": str(args.checkpoint), "trained_protocol": meta.get("protocol")}
+              "checkpoint": str(args.checkpoint), "trained_protocol": meta.get("protocol"),
+              **({"within_alphabet": True, "alphabet": args.alphabet} if args.within_alphabet else {})}
     for name in ("inner_steps_test", "inner_lr_test", "batch_norm"):
         if hasattr(model, name):
             report[name] = getattr(model, name)
@@ -360,6 +454,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     else:
         where = f"{args.protocol}/{args.split}" if args.dataset == "omniglot" else args.data_dir
+        if args.within_alphabet:
+            where += f", within {args.alphabet or 'one alphabet'}, support and query by different drawers"
         print(f"{meta['method']} on {where}: {args.n_way}-way {args.n_shot}-shot accuracy "
               f"{100 * result.accuracy:.2f}% ± {100 * result.ci95:.2f} (95% CI, {result.episodes} episodes)")
     return 0
@@ -454,7 +550,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
+    handlers = {"train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
                 "export": cmd_export, "download": cmd_download, "train-sine": cmd_train_sine}
     try:
         return handlers[args.command](args)

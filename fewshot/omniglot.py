@@ -209,7 +209,10 @@ def load_omniglot(
             the training splits, never for ``test``). The vinyals lists fix their own rotations.
 
     Class names are ``Alphabet/characterNN/rotDDD``; ``dataset.subsets`` tells which zip every class
-    came from.
+    came from, and ``dataset.drawers`` the drawer of every image: Omniglot's files are
+    ``<character id>_<drawer>.png`` with drawers 01-20 for every character, and a character's images
+    are kept in file-name order, so image ``j`` of a character is drawer ``j + 1``. Lake et al.'s
+    one-shot task (:class:`fewshot.tasks.AlphabetTaskSampler`) keeps support and query drawers apart.
 
     Raises:
         ValueError: unknown protocol or split, or rotations asked of the lake test split.
@@ -252,6 +255,7 @@ def load_omniglot(
     labels = [c for c in range(len(classes)) for _ in range(20)]
     dataset = TensorDataset(stacked, labels, [c[3] for c in classes])
     dataset.subsets = [c[0] for c in classes]  # type: ignore[attr-defined]
+    dataset.drawers = [j + 1 for _ in classes for j in range(20)]  # type: ignore[attr-defined]
     dataset.protocol, dataset.split = protocol, split  # type: ignore[attr-defined]
     return dataset
 
