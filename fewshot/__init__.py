@@ -8,10 +8,12 @@ from .checkpoints import CheckpointError, CheckpointInfo, load_checkpoint, read_
 from .config import TaskConfig, TrainConfig
 from .datasets import FewShotDataset, FolderDataset, SyntheticDataset, TensorDataset
 from .embedding import extract_features, pca_2d, tsne_2d
+from .live import LiveConfig, LiveResult, LiveRun, LiveSnapshot, RunLimitError
 from .methods import (MAML, MANN, METHOD_TITLES, METHODS, AdaptStep, FewShotClassifier, FineTuneBaseline,
                       MatchingNetwork, PrototypicalNetwork, SiameseNetwork, adapt, adapt_steps, build_model,
                       compute_prototypes)
 from .omniglot import PROTOCOLS, DataNotFoundError, load_omniglot, resolve_data_dir
+from .taskfile import SharedTask, TaskFileError, TaskImage, read_task, write_task
 from .tasks import Task, TaskSampler, make_task
 from .training import (EvalResult, NonFiniteLossError, StepLog, TrainResult, TrainState, evaluate, resolve_device, train,
                        use_fast_layout)
@@ -25,10 +27,12 @@ __all__ = [
     "TaskConfig", "TrainConfig",
     "FewShotDataset", "FolderDataset", "SyntheticDataset", "TensorDataset",
     "extract_features", "pca_2d", "tsne_2d",
+    "LiveConfig", "LiveResult", "LiveRun", "LiveSnapshot", "RunLimitError",
     "MAML", "MANN", "METHOD_TITLES", "METHODS", "AdaptStep", "FewShotClassifier", "FineTuneBaseline",
     "MatchingNetwork", "PrototypicalNetwork", "SiameseNetwork", "adapt", "adapt_steps", "build_model",
     "compute_prototypes",
     "PROTOCOLS", "DataNotFoundError", "load_omniglot", "resolve_data_dir",
+    "SharedTask", "TaskFileError", "TaskImage", "read_task", "write_task",
     "Task", "TaskSampler", "make_task",
     "EvalResult", "NonFiniteLossError", "StepLog", "TrainResult", "TrainState", "evaluate", "resolve_device", "train",
     "use_fast_layout",
