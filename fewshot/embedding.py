@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["extract_features", "tsne_2d", "pca_2d"]
+__all__ = ["extract_features", "tsne_2d", "pca_2d", "nearest_neighbours"]
 
 
 def extract_features(backbone: nn.Module, images: Tensor, batch_size: int = 256) -> Tensor:
@@ -189,6 +189,42 @@ def tsne_2d(features: np.ndarray | Tensor, *, perplexity: float = 30.0, seed: in
 
     tsne = TSNE(n_components=2, perplexity=perplexity, random_state=seed, init="pca", learning_rate="auto")
     return tsne.fit_transform(x.numpy()).astype(np.float32)
+
+
+def nearest_neighbours(features: np.ndarray | Tensor, index: int, k: int = 5, *,
+                       metric: str = "euclidean") -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` points nearest to point ``index`` in the feature space itself (not in a 2-D map of it).
+
+    A t-SNE or PCA map keeps some neighbourhoods and tears others; these are the model's own neighbours.
+
+    Args:
+        features: ``(N, D)`` embeddings.
+        index: the point whose neighbours are wanted (it is never its own neighbour).
+        k: how many; fewer when there are fewer other points.
+        metric: ``"euclidean"`` or ``"cosine"`` (1 - cosine similarity).
+
+    Returns:
+        ``(indices (k,), distances (k,))``, nearest first; ties keep index order.
+
+    Raises:
+        ValueError: bad features, an index out of range, ``k < 1`` or an unknown metric.
+    """
+    x = _as_points(features).double()
+    n = x.shape[0]
+    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < n:
+        raise ValueError(f"index must be a point from 0 to {n - 1}, got {index!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive whole number, got {k!r}")
+    if metric == "euclidean":
+        distances = (x - x[index]).norm(dim=1)
+    elif metric == "cosine":
+        unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        distances = 1.0 - unit @ unit[index]
+    else:
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    distances[index] = math.inf
+    order = np.argsort(distances.numpy(), kind="stable")[: min(k, n - 1)]
+    return order, distances.numpy()[order]
 
 
 def pca_2d(features: np.ndarray | Tensor) -> np.ndarray:
