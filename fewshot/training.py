@@ -207,6 +207,7 @@ def train(
         if max_seconds:  # a time budget: the schedule follows whichever runs out first
             elapsed = time.perf_counter() - t0 if world is None else world.seconds  # one clock for all ranks
             progress = max(progress, elapsed / max_seconds)
+        model.on_train_progress(progress)
         lr = config.meta_lr * _lr_factor(config.lr_schedule, progress)
         for group in optimizer.param_groups:
             group["lr"] = lr

@@ -54,6 +54,24 @@ class FewShotClassifier(nn.Module, ABC):
         logits = self(task.query_images)
         return F.cross_entropy(logits, task.query_labels), logits
 
+    def explain(self, query_images: Tensor) -> dict[str, Tensor]:
+        """What the method computed to answer ``query_images``, by name, after :meth:`process_support_set`.
+
+        Each method adds its own quantities (distances to prototypes, attention over the support set, memory
+        reads, ...); every entry has one row per query unless its docstring says otherwise. The default is the
+        answer itself: ``{"probabilities": (n_query, n_way)}``.
+        """
+        return {"probabilities": torch.softmax(self(query_images).float(), dim=1)}
+
+    @property
+    def fixed_way(self) -> int | None:
+        """The most classes a task may have for this model (a fixed output head), or ``None`` for any number."""
+        return None
+
+    def on_train_progress(self, progress: float) -> None:
+        """Called by the training loop before each step with the fraction of the run done (0 to 1; a time budget
+        counts). Default: nothing. MAML uses it to anneal MAML++'s multi-step loss."""
+
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """Backbone features ``(B, D)`` of a batch (no adaptation)."""

@@ -6,6 +6,7 @@ modified, so one cached model can serve many users at once.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -18,11 +19,13 @@ from ..functional import functional_call  # thread-safe: cached models are share
 from ..backbones import Conv4, conv4, normalize_with
 from ..tasks import Task
 from .base import FewShotClassifier
+from .protonet import compute_prototypes
 
-__all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_steps"]
+__all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_steps", "msl_weights"]
 
 Weights = dict[str, Tensor]
-BATCH_NORM_MODES = ("transductive", "support")
+BATCH_NORM_MODES = ("transductive", "support", "running")
+
 
 
 @dataclass
@@ -41,14 +44,25 @@ class AdaptStep:
 
 
 class _Classifier(nn.Module):
-    """Backbone + linear head; ``stats_from`` is passed to the BatchNorm layers."""
+    """Backbone + linear head; ``stats_from`` is passed to the BatchNorm layers.
 
-    def __init__(self, backbone: nn.Module, head: nn.Linear):
+    ``head=None`` (Proto-MAML): the head is built per task, and its ``(weight, bias)`` are passed to
+    :meth:`forward` as ``task_head``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear | None):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: Tensor, stats_from: int | None = None) -> Tensor:
-        return self.head(self.backbone(x, stats_from) if stats_from is not None else self.backbone(x))
+    def forward(self, x: Tensor, stats_from: int | None = None, task_head: tuple[Tensor, Tensor] | None = None,
+                features_only: bool = False) -> Tensor:
+        features = self.backbone(x, stats_from) if stats_from is not None else self.backbone(x)
+        if features_only:
+            return features
+        if task_head is not None:
+            return F.linear(features, *task_head)
+        assert self.head is not None, "a Proto-MAML network needs its task head"
+        return self.head(features)
 
 
 def _direct_conv4(net: nn.Module, weights: Weights) -> list[float] | None:
@@ -58,14 +72,25 @@ def _direct_conv4(net: nn.Module, weights: Weights) -> list[float] | None:
     hence no buffers) and a linear head, with ``weights`` naming every parameter. Anything else (photo
     mode's backbone, a subclass, partial weights) goes through :func:`functional_call`.
     """
-    if type(net) is not _Classifier or type(net.backbone) is not Conv4 or type(net.head) is not nn.Linear:
+    if type(net) is not _Classifier or type(net.backbone) is not Conv4 or type(net.head) not in (nn.Linear, type(None)):
         return None
     blocks = net.backbone.blocks
-    if any(b.norm.running_mean is not None or b.conv.padding != (1, 1) or b.conv.stride != (1, 1) for b in blocks):
+    if any(b.conv.padding != (1, 1) or b.conv.stride != (1, 1) for b in blocks):
+        return None
+    if len({b.norm.running_mean is None for b in blocks}) != 1:
         return None
     if len(weights) != 4 * len(blocks) + 2 or any(f"backbone.blocks.{i}.norm.bias" not in weights for i in range(len(blocks))):
         return None
     return [b.norm.eps for b in blocks]
+
+
+def _frozen_stats(net: nn.Module) -> list[tuple[Tensor, Tensor]] | None:
+    """Per block ``(running_mean, 1/sqrt(running_var + eps))`` of a Conv-4 that keeps running statistics
+    (``batch_norm="running"``: BatchNorm is the fixed affine map of the encoder it was initialised from), else ``None``."""
+    backbone = getattr(net, "backbone", None)
+    if type(backbone) is not Conv4 or backbone.blocks[0].norm.running_mean is None:
+        return None
+    return [(b.norm.running_mean, torch.rsqrt(b.norm.running_var + b.norm.eps)) for b in backbone.blocks]
 
 
 def _few_channel_conv(x: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
@@ -84,6 +109,14 @@ def _few_channel_conv(x: Tensor, kernel: Tensor, bias: Tensor) -> Tensor:
 def _conv4_logits(weights: Weights, images: Tensor, eps: list[float], *, stats_from: int | None = None,
                   stats: list[tuple[Tensor, Tensor]] | None = None,
                   save_stats: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
+    """:func:`_conv4_features` followed by the linear head ``weights["head.weight"], weights["head.bias"]``."""
+    h = _conv4_features(weights, images, eps, stats_from=stats_from, stats=stats, save_stats=save_stats)
+    return F.linear(h, weights["head.weight"], weights["head.bias"])
+
+
+def _conv4_features(weights: Weights, images: Tensor, eps: list[float], *, stats_from: int | None = None,
+                    stats: list[tuple[Tensor, Tensor]] | None = None,
+                    save_stats: list[tuple[Tensor, Tensor]] | None = None) -> Tensor:
     """MAML's Conv-4 + head as plain tensor operations: what ``functional_call(net, weights, ...)`` computes.
 
     On a CPU everything runs in the ``channels_last`` memory format, where oneDNN's convolutions and
@@ -120,17 +153,28 @@ def _conv4_logits(weights: Weights, images: Tensor, eps: list[float], *, stats_f
         else:
             h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=block_eps)
         h = F.max_pool2d(F.relu(h), 2)
-    return F.linear(h.flatten(1), weights["head.weight"], weights["head.bias"])
+    return h.flatten(1)
 
 
 def _logits(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor,
-            stats_from: int | None = None) -> Tensor:
-    """``functional_call(net, (weights, buffers), (images,), {"stats_from": ...})``, directly for MAML's Conv-4."""
+            stats_from: int | None = None, *, features_only: bool = False) -> Tensor:
+    """``functional_call(net, (weights, buffers), (images,), {"stats_from": ...})``, directly for MAML's Conv-4.
+
+    With running statistics (``batch_norm="running"``) every image is normalised with them and
+    ``stats_from`` does not matter. ``features_only``: the backbone's features, no head.
+    """
     eps = _direct_conv4(net, weights)
     if eps is not None:
-        return _conv4_logits(weights, images, eps, stats_from=stats_from)
-    kwargs = {"stats_from": stats_from} if stats_from is not None else None
-    return functional_call(net, (weights, buffers), (images,), kwargs)
+        run = _conv4_features if features_only else _conv4_logits
+        frozen = _frozen_stats(net)
+        return run(weights, images, eps, stats_from=None if frozen else stats_from, stats=frozen)
+    kwargs: dict = {"stats_from": stats_from} if stats_from is not None else {}
+    if features_only:
+        kwargs["features_only"] = True
+    if getattr(net, "head", 0) is None and "head.weight" in weights:  # Proto-MAML: the task's own head
+        kwargs["task_head"] = (weights["head.weight"], weights["head.bias"])
+        weights = {k: v for k, v in weights.items() if not k.startswith("head.")}
+    return functional_call(net, (weights, buffers), (images,), kwargs or None)
 
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -159,8 +203,29 @@ def _checkpointed(step: Callable[[Weights], Weights], weights: Weights) -> Weigh
     return dict(zip(names, checkpoint(run, *weights.values(), use_reentrant=False)))
 
 
+def _lr_of(inner_lr, step: int, name: str):
+    return inner_lr(step, name) if callable(inner_lr) else inner_lr
+
+
+def msl_weights(n_steps: int, progress: float, anneal_fraction: float) -> list[float]:
+    """MAML++'s multi-step loss weights (Antoniou et al. 2019, section 4): the importance of the query loss after
+    each of ``n_steps`` inner steps, at ``progress`` in [0, 1] of the run.
+
+    Uniform at the start; the weights of steps before the last decay linearly to 3% of uniform over the first
+    ``anneal_fraction`` of the run, then to 0 (only the final step counts), the last step taking the rest. They
+    always sum to 1.
+    """
+    if n_steps < 1:
+        raise ValueError("the multi-step loss needs at least one inner step")
+    if anneal_fraction <= 0 or progress >= anneal_fraction:
+        return [0.0] * (n_steps - 1) + [1.0]
+    t = max(progress, 0.0) / anneal_fraction
+    early = max((1.0 - t) / n_steps, 0.03 / n_steps)
+    return [early] * (n_steps - 1) + [1.0 - early * (n_steps - 1)]
+
+
 def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
-          inner_lr: float, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
+          inner_lr, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
           loss_fn: LossFn | None = None) -> Weights:
     """Run ``inner_steps`` SGD steps on the support loss and return new weights; inputs are not modified.
 
@@ -169,7 +234,8 @@ def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: 
         weights: name -> tensor; the starting point (meta-parameters or a detached copy).
         buffers: name -> tensor, passed through (clone them if the module tracks running stats).
         images, labels: the support set ``(N, C, H, W)``, ``(N,)``.
-        inner_lr: step size.
+        inner_lr: step size: a number, or ``inner_lr(step, name)`` giving each weight's rate at each step
+            (MAML++'s learned per-layer, per-step rates; ``step`` counts from 0).
         inner_steps: number of steps (0 returns ``weights`` unchanged).
         create_graph: keep the graph of the gradients (second-order MAML).
         checkpoint_steps: recompute each step in the backward pass instead of storing it (flat
@@ -177,18 +243,30 @@ def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: 
         loss_fn: ``loss_fn(outputs, labels)`` -> scalar; default cross-entropy (classification). The
             sine-wave regression of Finn et al. passes mean-squared error.
     """
-    def step(w: Weights) -> Weights:
-        loss, _ = _support_loss(net, w, buffers, images, labels, loss_fn)
-        grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
-        return {name: v - inner_lr * g for (name, v), g in zip(w.items(), grads)}
-
-    for _ in range(inner_steps):
-        weights = _checkpointed(step, weights) if checkpoint_steps and create_graph else step(weights)
+    for weights in adapt_path(net, weights, buffers, images, labels, inner_lr=inner_lr, inner_steps=inner_steps,
+                              create_graph=create_graph, checkpoint_steps=checkpoint_steps, loss_fn=loss_fn):
+        pass
     return weights
 
 
+def adapt_path(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
+               inner_lr, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
+               loss_fn: LossFn | None = None) -> Iterator[Weights]:
+    """:func:`adapt` one step at a time: yields the starting ``weights``, then the weights after each step
+    (for MAML++'s multi-step loss, which scores the queries after every step)."""
+    yield weights
+    for i in range(inner_steps):
+        def step(w: Weights, i: int = i) -> Weights:
+            loss, _ = _support_loss(net, w, buffers, images, labels, loss_fn)
+            grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
+            return {name: v - _lr_of(inner_lr, i, name) * g for (name, v), g in zip(w.items(), grads)}
+
+        weights = _checkpointed(step, weights) if checkpoint_steps and create_graph else step(weights)
+        yield weights
+
+
 def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
-                inner_lr: float, inner_steps: int, query_images: Tensor | None = None,
+                inner_lr, inner_steps: int, query_images: Tensor | None = None,
                 stats_from_support: bool = False) -> Iterator[AdaptStep]:
     """Observable adaptation: yields an :class:`AdaptStep` for step 0..``inner_steps`` (no graph kept).
 
@@ -199,10 +277,15 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
         weights = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in weights.items()}
     weights = {k: v.detach().requires_grad_() for k, v in weights.items()}
     n_support = images.shape[0]
+    frozen = _frozen_stats(net) if eps is not None else None
     for step in range(inner_steps + 1):
         support_stats: list[tuple[Tensor, Tensor]] = []
         with torch.enable_grad():
-            if eps is not None:  # keeps the support set's BatchNorm statistics for the queries below
+            if frozen is not None:  # fixed running statistics for support and queries alike
+                support_stats = frozen
+                logits = _conv4_logits(weights, images, eps, stats=frozen)
+                loss = F.cross_entropy(logits, labels)
+            elif eps is not None:  # keeps the support set's BatchNorm statistics for the queries below
                 logits = _conv4_logits(weights, images, eps, save_stats=support_stats)
                 loss = F.cross_entropy(logits, labels)
             else:
@@ -213,7 +296,7 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
             with torch.no_grad():
                 if eps is not None:  # the queries alone, normalised with the support statistics just computed
                     query_logits = _conv4_logits(weights, query_images, eps,
-                                                 stats=support_stats if stats_from_support else None)
+                                                 stats=support_stats if stats_from_support or frozen else None)
                 elif stats_from_support:
                     both = torch.cat([images, query_images])
                     query_logits = functional_call(net, (weights, buffers), (both,), {"stats_from": n_support})[n_support:]
@@ -222,7 +305,8 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
         acc = (logits.argmax(1) == labels).float().mean().item()
         yield AdaptStep(step, {k: v.detach() for k, v in weights.items()}, loss.item(), acc, query_logits)
         if grads is not None:
-            weights = {k: (w - inner_lr * g).detach().requires_grad_() for (k, w), g in zip(weights.items(), grads)}
+            weights = {k: (w - _lr_of(inner_lr, step, k) * g).detach().requires_grad_()
+                       for (k, w), g in zip(weights.items(), grads)}
 
 
 def _stacked_forward(weights: Weights, images: Tensor, *, stats_from: int | None = None, n_blocks: int = 4,
@@ -286,24 +370,45 @@ class MAML(FewShotClassifier):
             normalised with the support set's statistics, so each query's answer is independent of
             the other queries; what the app uses for one drawn query). No running statistics are
             kept in either mode.
+            ``"running"``: fixed running statistics, those of the encoder the model was initialised from
+            (``--init-backbone`` of a ProtoNet, say), for support and queries alike; BatchNorm is then a fixed
+            affine map and every answer is independent of the other images. Conv-4 only.
         checkpoint_inner: activation checkpointing through the inner loop (second order only):
             memory stays flat as ``inner_steps`` grows, for about one more forward per step.
+        proto_head: Proto-MAML (Triantafillou et al. 2020, Meta-Dataset): no meta-learned head; each task's
+            linear head is built from its support prototypes ``c_k`` of the current encoder, ``W_k = 2 c_k``,
+            ``b_k = -||c_k||^2`` (differentiably: the meta-gradient flows through it), then the whole network
+            takes the inner steps. At 0 steps its logits are ProtoNet's plus a per-query constant, and it
+            answers tasks of any number of classes.
+        learn_inner_lr: MAML++ (Antoniou et al. 2019): one learned inner learning rate per weight tensor and
+            per inner step (kept positive as ``exp`` of a learned log-rate, starting at ``inner_lr``); used in
+            training and at test time (steps beyond those trained use the last step's rates).
+        multi_step_loss: MAML++'s multi-step loss: during the first ``multi_step_loss`` fraction of training
+            the query loss after every inner step counts (weights from :func:`msl_weights`); 0 turns it off.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
                  inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
-                 backbone: nn.Module | None = None, checkpoint_inner: bool = False):
+                 backbone: nn.Module | None = None, checkpoint_inner: bool = False, proto_head: bool = False,
+                 learn_inner_lr: bool = False, multi_step_loss: float = 0.0):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
         if inner_steps < 0 or (inner_steps_test is not None and inner_steps_test < 0):
             raise ValueError("inner_steps must be >= 0")
+        if not 0.0 <= multi_step_loss <= 1.0:
+            raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
+        if batch_norm == "running" and backbone is not None:
+            raise ValueError("batch_norm='running' needs MAML's own Conv-4 backbone")
+        if (learn_inner_lr or multi_step_loss) and inner_steps < 1:
+            raise ValueError("learned inner learning rates and the multi-step loss need inner_steps >= 1")
         if backbone is None:  # a given backbone (e.g. photo mode's frozen features) adapts only what it exposes
-            backbone = conv4(in_channels, hidden, track_running_stats=False)
+            backbone = conv4(in_channels, hidden, track_running_stats=batch_norm == "running")
         dim = feature_dim if feature_dim is not None else hidden
-        self.net = _Classifier(backbone, nn.Linear(dim, n_way))
-        self.n_way, self.first_order, self.batch_norm = n_way, first_order, batch_norm
+        self.net = _Classifier(backbone, None if proto_head else nn.Linear(dim, n_way))
+        self.proto_head, self.multi_step_loss = proto_head, multi_step_loss
+        self.n_way, self.first_order, self.batch_norm = (None if proto_head else n_way), first_order, batch_norm
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.inner_lr_test = inner_lr if inner_lr_test is None else inner_lr_test
         self.inner_steps_test = inner_steps if inner_steps_test is None else inner_steps_test
@@ -312,10 +417,21 @@ class MAML(FewShotClassifier):
                        "inner_steps_test": self.inner_steps_test, "first_order": first_order,
                        "batch_norm": batch_norm, "feature_dim": dim}
         self.checkpoint_inner = checkpoint_inner
-        if checkpoint_inner:  # recorded only when set, so older checkpoints and their configs stay identical
-            self.config["checkpoint_inner"] = True
+        # Recorded only when set, so older checkpoints and their configs stay identical.
+        for name, value, off in (("checkpoint_inner", checkpoint_inner, False), ("proto_head", proto_head, False),
+                                 ("learn_inner_lr", learn_inner_lr, False), ("multi_step_loss", multi_step_loss, 0.0)):
+            if value != off:
+                self.config[name] = value
+        self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
+        self.log_inner_lr: nn.Parameter | None = None
+        if learn_inner_lr:
+            if inner_lr <= 0:
+                raise ValueError("learned inner learning rates start from inner_lr, which must be > 0")
+            self.log_inner_lr = nn.Parameter(torch.full((inner_steps, len(self._lr_names)), math.log(inner_lr)))
+        self._progress = 0.0
         self.fast_weights: Weights | None = None
         self._support_images: Tensor | None = None
+        self._support_labels: Tensor | None = None
 
     @property
     def backbone(self) -> nn.Module:  # type: ignore[override]
@@ -327,40 +443,128 @@ class MAML(FewShotClassifier):
     def buffers_copy(self) -> dict[str, Tensor]:
         return {k: v.clone() for k, v in self.net.named_buffers()}
 
-    def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
-        self._task_way = self.check_labels(support_labels, self.n_way)
+    def inner_lr_at(self, step: int, name: str) -> Tensor:
+        """The learned inner learning rate of weight ``name`` at inner step ``step`` (``learn_inner_lr`` only)."""
+        assert self.log_inner_lr is not None
+        return self.log_inner_lr[min(step, self.log_inner_lr.shape[0] - 1), self._lr_names.index(name)].exp()
+
+    def _inner_lr(self, training: bool):
+        if self.log_inner_lr is not None:
+            return self.inner_lr_at
+        return self.inner_lr if training else self.inner_lr_test
+
+    def on_train_progress(self, progress: float) -> None:
+        self._progress = progress
+
+    def start_weights(self, weights: Weights, support_images: Tensor, support_labels: Tensor) -> Weights:
+        """The weights the inner loop starts from: ``weights``, plus (Proto-MAML) the task's head from the support
+        prototypes of the encoder at ``weights``.
+
+        The head is computed from ``weights`` while the returned encoder weights are aliases of them (new autograd
+        nodes), so the inner loop's gradient treats the head as a variable of its own (a partial derivative) while
+        the meta-gradient still flows through the head's initialisation.
+        """
+        if not self.proto_head:
+            return weights
+        n_way = self.check_labels(support_labels)
+        features = _logits(self.net, weights, self.buffers_copy(), support_images, features_only=True)
+        prototypes = compute_prototypes(features, support_labels, n_way)
+        head = {"head.weight": 2 * prototypes, "head.bias": -prototypes.pow(2).sum(1)}
+        return {**{k: v.view_as(v) if v.requires_grad else v for k, v in weights.items()}, **head}
+
+    def _adapt_path(self, support_images: Tensor, support_labels: Tensor) -> Iterator[Weights]:
         if self.training:
             weights, create_graph = self.meta_weights(), not self.first_order
-            lr, steps = self.inner_lr, self.inner_steps
+            steps = self.inner_steps
         else:
             # Evaluation: start from a detached copy, so nothing can reach the meta-parameters.
             weights = {k: v.detach().requires_grad_() for k, v in self.meta_weights().items()}
-            create_graph, lr, steps = False, self.inner_lr_test, self.inner_steps_test
+            create_graph, steps = False, self.inner_steps_test
+        weights = self.start_weights(weights, support_images, support_labels)
+        return adapt_path(self.net, weights, self.buffers_copy(), support_images, support_labels,
+                          inner_lr=self._inner_lr(self.training), inner_steps=steps, create_graph=create_graph,
+                          checkpoint_steps=self.checkpoint_inner)
+
+    def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
+        self._task_way = self.check_labels(support_labels, self.n_way)
         with torch.enable_grad():  # evaluate() runs under no_grad; the inner loop needs gradients
-            fast = adapt(self.net, weights, self.buffers_copy(), support_images, support_labels,
-                         inner_lr=lr, inner_steps=steps, create_graph=create_graph,
-                         checkpoint_steps=self.checkpoint_inner)
+            for fast in self._adapt_path(support_images, support_labels):
+                pass
         self.fast_weights = fast if self.training else {k: v.detach() for k, v in fast.items()}
-        self._support_images = support_images
+        self._support_images, self._support_labels = support_images, support_labels
         self._support_ready = True
+
+    def _query_logits(self, weights: Weights, query_images: Tensor) -> Tensor:
+        assert self._support_images is not None
+        if self.batch_norm == "support":
+            n = self._support_images.shape[0]
+            both = torch.cat([self._support_images, query_images])
+            logits = _logits(self.net, weights, self.buffers_copy(), both, stats_from=n)[n:]
+        else:
+            logits = _logits(self.net, weights, self.buffers_copy(), query_images)
+        return logits[:, : self._task_way]  # a 5-way head answering a 3-way task
+
+    def episode_loss(self, task: Task) -> tuple[Tensor, Tensor]:
+        """Query cross-entropy after the inner loop; with MAML++'s multi-step loss (early in training), the
+        :func:`msl_weights`-weighted sum of the query losses after every inner step."""
+        weights_per_step = msl_weights(self.inner_steps, self._progress, self.multi_step_loss) \
+            if self.training and self.multi_step_loss and self.inner_steps > 0 else None
+        if weights_per_step is None or weights_per_step[-1] == 1.0:
+            return super().episode_loss(task)
+        self._task_way = self.check_labels(task.support_labels, self.n_way)
+        self._support_images = task.support_images
+        loss = torch.zeros((), device=task.query_images.device)
+        path = self._adapt_path(task.support_images, task.support_labels)
+        next(path)  # the starting weights: the multi-step loss scores the queries after each step
+        for w, fast in zip(weights_per_step, path):
+            logits = self._query_logits(fast, task.query_images)
+            loss = loss + w * F.cross_entropy(logits, task.query_labels)
+        self.fast_weights, self._support_ready = fast, True
+        return loss, logits
 
     def forward(self, query_images: Tensor) -> Tensor:
         self._require_support()
         assert self.fast_weights is not None and self._support_images is not None
-        if self.batch_norm == "support":
-            n = self._support_images.shape[0]
-            both = torch.cat([self._support_images, query_images])
-            logits = _logits(self.net, self.fast_weights, self.buffers_copy(), both, stats_from=n)[n:]
-        else:
-            logits = _logits(self.net, self.fast_weights, self.buffers_copy(), query_images)
-        return logits[:, : self._task_way]  # a 5-way head answering a 3-way task
+        return self._query_logits(self.fast_weights, query_images)
+
+    @property
+    def fixed_way(self) -> int:
+        return self.n_way
+
+    def explain(self, query_images: Tensor) -> dict[str, Tensor]:
+        """``probabilities`` after the inner loop and ``start_probabilities`` at the meta-learned weights (before
+        any step): what adaptation to this support set changed."""
+        out = {"probabilities": torch.softmax(self(query_images).float(), dim=1)}
+        adapted = self.fast_weights
+        try:
+            with torch.no_grad():
+                start = self.start_weights(self.meta_weights(), self._support_images, self._support_labels)
+            self.fast_weights = {k: v.detach() for k, v in start.items()}
+            out["start_probabilities"] = torch.softmax(self(query_images).float(), dim=1)
+        finally:
+            self.fast_weights = adapted
+        return out
+
+    def embed_with(self, weights: Weights, images: Tensor, *, stats_from: int | None = None) -> Tensor:
+        """Backbone features ``(B, D)`` of ``images`` at ``weights`` (named as :meth:`meta_weights` names them, e.g.
+        an :class:`AdaptStep`'s); the module is not changed. ``stats_from``: BatchNorm statistics from the first
+        ``stats_from`` images (the support set) instead of the whole batch."""
+        prefix = "backbone."
+        params = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        buffers = {k[len(prefix):]: v for k, v in self.net.named_buffers() if k.startswith(prefix)}
+        kwargs = {"stats_from": stats_from} if stats_from is not None else None
+        with torch.no_grad():
+            return functional_call(self.backbone, (params, buffers), (images,), kwargs).flatten(1)
 
     def adaptation(self, support_images: Tensor, support_labels: Tensor, query_images: Tensor | None = None, *,
                    inner_lr: float | None = None, inner_steps: int | None = None) -> Iterator[AdaptStep]:
         """Step-by-step view of the inner loop (for the app): see :func:`adapt_steps`."""
         self.check_labels(support_labels, self.n_way)
-        return adapt_steps(self.net, self.meta_weights(), self.buffers_copy(), support_images, support_labels,
-                           inner_lr=self.inner_lr_test if inner_lr is None else inner_lr,
+        with torch.no_grad():
+            start = self.start_weights({k: v.detach() for k, v in self.meta_weights().items()}, support_images,
+                                       support_labels)
+        return adapt_steps(self.net, start, self.buffers_copy(), support_images, support_labels,
+                           inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
                            inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
                            query_images=query_images, stats_from_support=self.batch_norm == "support")
 
@@ -373,6 +577,8 @@ class MAML(FewShotClassifier):
         """
         if not isinstance(self.net.backbone, Conv4) or len(self.net.backbone.blocks) != 4:
             return None
+        if self.proto_head or self.log_inner_lr is not None or self.multi_step_loss or self.batch_norm == "running":
+            return None  # the per-task loop handles these
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
         return self.stacked_episode_loss(*self.stack_tasks(tasks))
