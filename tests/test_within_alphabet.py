@@ -1,0 +1,150 @@
+"""Lake et al.'s one-shot task: one alphabet per episode, support and query by different drawers."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import pytest
+import torch
+
+from fewshot import SyntheticDataset, load_omniglot
+from fewshot.cli import main
+from fewshot.tasks import AlphabetTaskSampler
+
+
+@pytest.fixture(scope="module")
+def evaluation(omniglot_cache, omniglot_dir):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+        return load_omniglot("lake", "test", data_dir=omniglot_dir)
+
+
+def test_drawers_are_the_numbers_in_the_file_names(evaluation, omniglot_dir):
+    with zipfile.ZipFile(omniglot_dir / "images_evaluation.zip") as archive:
+        names = [n for n in archive.namelist() if n.endswith(".png")]
+    by_character: dict[str, list[int]] = {}
+    for name in names:
+        _, alphabet, character, file = name.split("/")
+        by_character.setdefault(f"{alphabet}/{character}", []).append(int(re.fullmatch(r"\d+_(\d+)\.png", file)[1]))
+    labels = evaluation.get_labels()
+    for c, class_name in enumerate(evaluation.class_names):
+        ours = [d for d, label in zip(evaluation.drawers, labels) if label == c]
+        assert ours == sorted(by_character[class_name.rsplit("/", 1)[0]]), class_name
+
+
+def alphabet(name: str) -> str:
+    return name.split("/")[0]
+
+
+def test_episodes_hold_one_alphabet_and_disjoint_drawers(evaluation):
+    sampler = AlphabetTaskSampler(evaluation, 20, 1, 3, seed=0)
+    labels, drawers = torch.tensor(evaluation.get_labels()), torch.tensor(evaluation.drawers)
+    seen = set()
+    for _ in range(60):
+        indices, class_ids, name, chosen = sampler.sample_episode()
+        assert indices.shape == (20, 4) and len(set(class_ids.tolist())) == 20
+        assert {alphabet(evaluation.class_names[c]) for c in class_ids.tolist()} == {name}
+        assert torch.equal(labels[indices], class_ids[:, None].expand(20, 4)), "each row is its character's images"
+        assert torch.equal(drawers[indices], chosen.expand(20, 4)), "column j is drawer j's image of every character"
+        support, query = set(drawers[indices[:, :1]].flatten().tolist()), set(drawers[indices[:, 1:]].flatten().tolist())
+        assert len(support) == 1 and len(query) == 3 and not support & query
+        seen.add(name)
+    assert len(seen) > 10, "episodes come from many alphabets"
+
+
+def test_tasks_are_those_episodes_and_seeded(evaluation):
+    a, b = AlphabetTaskSampler(evaluation, 5, 1, 1, seed=4), AlphabetTaskSampler(evaluation, 5, 1, 1, seed=4)
+    indices, class_ids, _, _ = a.sample_episode()
+    task = b.sample_task()
+    assert torch.equal(task.class_ids, class_ids)
+    assert torch.equal(task.support_images, evaluation.get_images(indices[:, 0]))
+    assert torch.equal(task.query_images, evaluation.get_images(indices[:, 1]))
+    assert task.support_labels.tolist() == task.query_labels.tolist() == list(range(5))
+    assert not torch.equal(AlphabetTaskSampler(evaluation, 5, seed=5).sample_task().support_images,
+                           task.support_images)
+
+
+def test_one_chosen_alphabet(evaluation):
+    sampler = AlphabetTaskSampler(evaluation, 20, seed=1, alphabet="Angelic")
+    for _ in range(5):
+        _, class_ids, name, _ = sampler.sample_episode()
+        assert name == "Angelic" and {alphabet(evaluation.class_names[c]) for c in class_ids.tolist()} == {"Angelic"}
+
+
+def test_rotated_classes_keep_one_rotation_per_episode(omniglot_cache, omniglot_dir, monkeypatch):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    val = load_omniglot("lake", "val", data_dir=omniglot_dir)  # rotations on: an alphabet at 4 rotations
+    sampler = AlphabetTaskSampler(val, 10, seed=0)
+    for _ in range(20):
+        _, class_ids, _, _ = sampler.sample_episode()
+        groups = {(n.split("/")[0], n.split("/")[2]) for n in (val.class_names[c] for c in class_ids.tolist())}
+        assert len(groups) == 1
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"n_way": 48}, "no alphabet in this split has 48 characters (the largest, 'Malayalam', has 47)"),
+    ({"n_way": 21, "alphabet": "Angelic"}, "alphabet 'Angelic' has 20 characters but n_way = 21"),
+    ({"n_way": 5, "alphabet": "Klingon"}, "no alphabet 'Klingon'"),
+    ({"n_way": 5, "n_shot": 5, "n_query": 16}, "n_shot + n_query = 21 different drawers"),
+    ({"n_way": 5, "n_query": 0}, "n_query must be an integer >= 1"),
+])
+def test_impossible_requests_say_what_fits(evaluation, kwargs, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        AlphabetTaskSampler(evaluation, **kwargs)
+
+
+def test_a_dataset_without_drawers_is_refused():
+    with pytest.raises(ValueError, match="need Omniglot"):
+        AlphabetTaskSampler(SyntheticDataset(8, 10), 5)
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, omniglot_cache, omniglot_dir) -> str:
+    out = str(tmp_path_factory.mktemp("within") / "p.safetensors")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+        assert main(["train", "--method", "protonet", "--protocol", "lake", "--data-dir", str(omniglot_dir),
+                     "--episodes", "2", "--hidden", "8", "--val-every", "0", "--device", "cpu", "--quiet",
+                     "--out", out]) == 0
+    return out
+
+
+def evaluate_args(checkpoint: str, omniglot_dir, *extra: str) -> list[str]:
+    return ["evaluate", "--checkpoint", checkpoint, "--data-dir", str(omniglot_dir), "--device", "cpu",
+            "--episodes", "4", "--n-shot", "1", "--n-query", "1", *extra]
+
+
+def test_evaluate_within_alphabet_reports_it(checkpoint, omniglot_dir, omniglot_cache, monkeypatch, capsys):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    code, out, err = run(evaluate_args(checkpoint, omniglot_dir, "--protocol", "lake", "--within-alphabet",
+                                       "--n-way", "20", "--json"), capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["within_alphabet"] is True and report["n_way"] == 20 and report["episodes"] == 4
+    assert 0 <= report["accuracy"] <= 1
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--protocol", "lake", "--within-alphabet", "--n-way", "48"], "no alphabet in this split has 48 characters"),
+    (["--protocol", "lake", "--within-alphabet", "--n-way", "21", "--alphabet", "Angelic"],
+     "alphabet 'Angelic' has 20 characters"),
+    (["--protocol", "lake", "--within-alphabet", "--n-way", "5", "--n-query", "20"], "different drawers"),
+    (["--protocol", "vinyals", "--within-alphabet"], "--protocol lake"),
+    (["--protocol", "lake", "--alphabet", "Angelic"], "--alphabet applies to --within-alphabet"),
+])
+def test_bad_within_alphabet_input_is_one_error_line(checkpoint, omniglot_dir, omniglot_cache, monkeypatch, capsys,
+                                                     extra, fragment):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    code, out, err = run(evaluate_args(checkpoint, omniglot_dir, *extra), capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
