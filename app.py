@@ -25,6 +25,7 @@ if __name__ == "__main__":
         st.Page("pages/home.py", title="Home", icon=":material/home:", url_path="home", default=True),
         st.Page("pages/build.py", title="Build a task", icon=":material/draw:", url_path="build"),
         st.Page("pages/maml.py", title="Watch MAML adapt", icon=":material/animation:", url_path="maml"),
+        st.Page("pages/sine.py", title="MAML on sine waves", icon=":material/show_chart:", url_path="sine"),
         st.Page("pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:", url_path="embeddings"),
         st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
         st.Page("pages/inside.py", title="Inside each method", icon=":material/manage_search:", url_path="inside"),

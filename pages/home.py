@@ -99,3 +99,6 @@ if known:
 st.divider()
 st.markdown("Next: **Build a task** to draw your own classes, **Watch MAML adapt** to see gradient steps "
             "happen, or **You vs the model** to compare yourself with the networks.")
+st.markdown("**MAML on sine waves** is the MAML paper's first experiment: pick a few points of a sine and watch the "
+            "meta-learned network snap to the curve in one or two gradient steps, while a network pre-trained on all "
+            "sines at once does not.")
