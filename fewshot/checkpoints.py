@@ -4,7 +4,9 @@ A checkpoint is one safetensors file. Its tensors are the model's ``state_dict``
 for a resumable training run, the optimiser state and RNG states (``train/...``). Its header metadata
 holds one JSON record (key ``fewshot``) with the method, constructor arguments, image settings,
 protocol, training configuration, history, validation accuracy and the command that made it.
-Loading parses JSON and raw tensors only: nothing from the file is ever executed (no pickle).
+Loading parses JSON and raw tensors only: nothing from the file is ever executed (no pickle). Only a
+regular file is opened (never a pipe or device), at most :data:`MAX_CHECKPOINT_BYTES` of it, and every
+field of the record is checked by :mod:`fewshot.checkpoint_schema` before a model is built.
 """
 
 from __future__ import annotations
@@ -14,23 +16,28 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 
-from .methods import MODELS, FewShotClassifier, build_model
+from .checkpoint_schema import (FORMAT, FORMAT_VERSION, SchemaError, WeightsMismatchError, build_checked_model,
+                                check_record, model_kwargs)
+from .files import FileTooLargeError, NotARegularFileError, read_regular_file
+from .methods import MODELS, FewShotClassifier
+from .train_state_schema import check_train_state
 from .training import TrainState
 
-__all__ = ["FORMAT_VERSION", "CheckpointError", "CheckpointInfo", "save_checkpoint", "load_checkpoint",
-           "read_checkpoint_info"]
+__all__ = ["FORMAT_VERSION", "MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointInfo", "save_checkpoint",
+           "load_checkpoint", "read_checkpoint_info"]
 
-FORMAT = "fewshot-checkpoint"
-FORMAT_VERSION = 1
+# A Conv-4 checkpoint is 0.5-2 MB with its training state; this bound only keeps a wrong path from filling memory.
+MAX_CHECKPOINT_BYTES = 1 << 30
 _MAGIC_HINTS = {
     b"PK\x03\x04": "a zip/pickle file as written by torch.save",
     b"\x80": "a Python pickle",
@@ -43,11 +50,31 @@ class CheckpointError(ValueError):
 
 @dataclass
 class CheckpointInfo:
-    """The metadata record plus, for resumable files, the training state."""
+    """The metadata record plus, for resumable files, the training state (checked and built on first use)."""
 
     path: str
     metadata: dict[str, Any]
-    train_state: TrainState | None
+    _train_tensors: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _model: torch.nn.Module | None = field(default=None, repr=False)
+    _train_state: TrainState | None = field(default=None, repr=False)
+
+    @property
+    def train_state(self) -> TrainState | None:
+        """What ``--resume`` continues from; ``None`` for a final export (no training state in the file).
+
+        Inference never reads it. The first access checks all of it (step, optimiser groups and moments
+        against the model, RNG states) before anything uses it.
+
+        Raises:
+            CheckpointError: the file has a training state, but a part of it is missing or malformed.
+        """
+        if self._train_state is None and self._model is not None and (
+                "train_state" in self.metadata or self._train_tensors):
+            try:
+                self._train_state = check_train_state(self.metadata, self._train_tensors, self._model)
+            except SchemaError as exc:
+                raise CheckpointError(f"{self.path}: the training state cannot be resumed: {exc}") from exc
+        return self._train_state
 
     def __getitem__(self, key: str) -> Any:
         return self.metadata[key]
@@ -65,18 +92,6 @@ def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
             else:
                 scalars[f"{index}/{key}"] = value
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("train/optim/"):
-            index, key = name[len("train/optim/"):].split("/", 1)
-            state.setdefault(int(index), {})[key] = value
-    for name, value in meta.get("scalars", {}).items():
-        index, key = name.split("/", 1)
-        state.setdefault(int(index), {})[key] = value
-    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, metadata: dict[str, Any] | None = None,
@@ -150,16 +165,21 @@ def _process_alive(pid: int) -> bool:
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path (shipped ones are in checkpoints/)")
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give the path of a .safetensors checkpoint file")
-    with open(path, "rb") as fh:
-        head = fh.read(9)
+    """The tensors and the checked metadata record of the checkpoint file ``path``."""
+    try:
+        data = read_regular_file(path, MAX_CHECKPOINT_BYTES)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path (shipped ones are in checkpoints/)") \
+            from exc
+    except NotARegularFileError as exc:
+        raise CheckpointError(f"{path} is {exc.kind}; give the path of a .safetensors checkpoint file") from exc
+    except (FileTooLargeError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    head = data[:9]
     # A safetensors file starts with its header length (u64, little-endian) and then "{"; that length's low
     # byte can be 0x80, so only a file that is not laid out like safetensors is checked for pickle magic.
     header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
-    is_safetensors = head[8:9] == b"{" and 0 < header_len <= path.stat().st_size - 8
+    is_safetensors = head[8:9] == b"{" and 0 < header_len <= len(data) - 8
     for magic, what in _MAGIC_HINTS.items():
         if not is_safetensors and head.startswith(magic):
             raise CheckpointError(
@@ -167,27 +187,21 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
                 "can run arbitrary code; use a checkpoint written by `fewshot train` (safetensors)."
             )
     try:
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        tensors = load_safetensors(data)
+        # safetensors has parsed and checked this header; its "__metadata__" holds string values only.
+        header = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, OSError, ValueError, RuntimeError, RecursionError, AttributeError) as exc:
         raise CheckpointError(f"{path} is not a readable fewshot checkpoint (truncated or corrupt: {exc})") from exc
     if "fewshot" not in header:
         raise CheckpointError(f"{path} is a safetensors file but not a fewshot checkpoint (no 'fewshot' metadata)")
     try:
         record = json.loads(header["fewshot"])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: the checkpoint metadata is corrupt ({exc})") from exc
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unrecognised checkpoint metadata")
-    version = record.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format version {version!r}, newer than this fewshot understands "
-            f"({FORMAT_VERSION}); upgrade fewshot to load it"
-        )
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint metadata is corrupt ({type(exc).__name__}: {exc})") from exc
+    try:
+        check_record(record)
+    except SchemaError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     return tensors, record
 
 
@@ -200,35 +214,30 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
                     expect_method: str | None = None) -> tuple[FewShotClassifier, CheckpointInfo]:
     """Rebuild the model of any fewshot checkpoint, ready to use (in eval mode).
 
+    Everything is checked before the model is built: the record's fields, the constructor arguments against
+    the method's signature, the weights' names, shapes and values against the described model. The training
+    state is not read here (``CheckpointInfo.train_state`` checks it when a run is resumed).
+
     Raises:
-        CheckpointError: missing, not a fewshot checkpoint, pickle, truncated, future version, unknown
-            method, weights that do not fit the described model, or not the ``expect_method``.
+        CheckpointError: missing, not a regular file, not a fewshot checkpoint, pickle, truncated, future
+            version, a field of the wrong type or out of range, unknown method, weights that do not fit the
+            described model or are not finite, or not the ``expect_method``. The message names the field.
     """
     path = Path(path)
     tensors, record = _read(path)
-    method = record.get("method")
-    if method not in MODELS:
-        raise CheckpointError(f"{path}: unknown method {method!r} (known: {', '.join(MODELS)})")
+    method = record["method"]
     if expect_method is not None and method != expect_method:
         raise CheckpointError(f"{path} is a {method!r} checkpoint, not {expect_method!r}")
-    # Constructor arguments a method gained after a checkpoint was saved: the values that rebuild the old model.
-    kwargs = {**getattr(MODELS[method][0], "checkpoint_defaults", {}), **record.get("method_kwargs", {})}
+    kwargs = model_kwargs(record)  # checked by _read already
     try:
-        model = build_model(method, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot rebuild the {method} model from its arguments ({exc})") from exc
-    state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: the weights do not match the {method} model it describes ({exc})") from exc
+        model = build_checked_model(method, kwargs, tensors)
+    except SchemaError as exc:
+        if isinstance(exc, WeightsMismatchError):
+            raise CheckpointError(f"{path}: the weights do not match the {method} model it describes: {exc}") from exc
+        raise CheckpointError(f"{path}: {exc}") from exc
     model.to(map_location).eval()
-    train_state = None
-    if "train_state" in record and "train/sampler_rng" in tensors:
-        ts = record["train_state"]
-        train_state = TrainState(int(ts["step"]), _unflatten_optimizer(tensors, ts["optimizer"]),
-                                 tensors["train/sampler_rng"], tensors["train/torch_rng"], record.get("history", []))
-    return model, CheckpointInfo(str(path), record, train_state)
+    train_tensors = {k: v for k, v in tensors.items() if k.startswith("train/")}
+    return model, CheckpointInfo(str(path), record, train_tensors, model)
 
 
 def command_line() -> str:

@@ -12,6 +12,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import torch
 from torch import Tensor
 
+from .files import file_kind
 from .transforms import IMAGE_EXTENSIONS, ImageError, preprocess_image
 
 __all__ = ["FewShotDataset", "TensorDataset", "FolderDataset", "SyntheticDataset", "list_image_files"]
@@ -77,13 +78,16 @@ class FolderDataset(TensorDataset):
     """Any folder of class subfolders (``root/<class>/<image>``): the user's own images.
 
     Every image goes through :func:`fewshot.transforms.preprocess_image`, the same transform the
-    app and ``predict`` use. Unreadable files are skipped and listed in ``skipped``.
+    app and ``predict`` use. Unreadable files (and named pipes, devices or sockets with an image
+    name, which are never opened) are skipped and listed in ``skipped`` with the reason. With
+    ``check_ink``, so are images that show no symbol (blank, noise: ``predict``'s support set).
 
     Raises:
         ValueError: the folder is missing, has no class subfolders, or no readable images.
     """
 
-    def __init__(self, root: str | Path, image_size: int = 28, *, center: bool = True):
+    def __init__(self, root: str | Path, image_size: int = 28, *, center: bool = True,
+                 check_ink: bool = False):
         root = Path(root)
         if not root.is_dir():
             raise ValueError(f"dataset folder {root} does not exist or is not a folder")
@@ -97,10 +101,13 @@ class FolderDataset(TensorDataset):
         self.skipped: list[str] = []
         for class_dir in class_dirs:
             files = list_image_files(class_dir)
+            self.skipped += [f"{p}: is {file_kind(p.lstat().st_mode)}, not an image file"
+                             for p in sorted(class_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS
+                             and not p.name.startswith(".") and not p.is_file() and not p.is_dir()]
             loaded = []
             for path in files:
                 try:
-                    loaded.append(preprocess_image(path, image_size, center=center))
+                    loaded.append(preprocess_image(path, image_size, center=center, check_ink=check_ink))
                 except ImageError as exc:
                     self.skipped.append(str(exc))
             if not loaded:

@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .files import FileTooLargeError, NotARegularFileError, read_regular_file
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_BYTES",
     "ImageError",
     "open_image",
+    "ink_problem",
     "to_ink",
     "center_ink",
     "preprocess_image",
@@ -35,6 +39,15 @@ __all__ = [
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 # Decompression-bomb guard: 40 megapixels is far above any photo or drawing a user sends.
 MAX_IMAGE_PIXELS = 40_000_000
+# A file is read whole before decoding (only regular files: a named pipe would block): 128 MB bounds that read.
+MAX_IMAGE_BYTES = 128_000_000
+# An ink map whose values span less than this shows no strokes ("looks blank", as the app says).
+BLANK_CONTRAST = 0.05
+# Below this side (pixels) an image cannot show a symbol.
+MIN_SYMBOL_SIDE = 8
+# Strokes make neighbouring pixels alike (Omniglot's drawings: correlation >= 0.86, the app's synthetic symbols
+# >= 0.9); random pixels do not (white noise ~0.0, noise saved as JPEG ~0.0, random binary patterns ~0.06).
+NOISE_CORRELATION = 0.4
 
 
 class ImageError(ValueError):
@@ -53,8 +66,7 @@ def open_image(source: str | Path | bytes | Image.Image, *, name: str | None = N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            fp = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")
-            with fp:
+            with io.BytesIO(source if isinstance(source, bytes) else read_regular_file(source, MAX_IMAGE_BYTES)) as fp:
                 image = Image.open(fp)
                 if image.width * image.height > MAX_IMAGE_PIXELS:
                     raise ImageError(
@@ -69,6 +81,10 @@ def open_image(source: str | Path | bytes | Image.Image, *, name: str | None = N
         raise ImageError(f"{label}: file not found") from exc
     except IsADirectoryError as exc:
         raise ImageError(f"{label}: is a folder, not an image file") from exc
+    except NotARegularFileError as exc:
+        raise ImageError(f"{label}: is {exc.kind}, not an image file") from exc
+    except FileTooLargeError as exc:
+        raise ImageError(f"{label}: the file is too large ({exc}); resize it and try again") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError(f"{label}: image is too large to decode safely; resize it and try again") from exc
     except UnidentifiedImageError as exc:
@@ -131,6 +147,35 @@ def center_ink(ink: np.ndarray, *, margin: float = 0.12, threshold: float = 0.1)
     return out
 
 
+def ink_problem(ink: np.ndarray) -> str | None:
+    """Why an ink map ``(H, W)`` (1 = ink) cannot show a symbol, or ``None`` when it can.
+
+    ``"looks blank (no strokes found)"``: no contrast at all (white, black, transparent, one grey);
+    ``"looks like noise ..."``: neighbouring pixels are unrelated, as in random pixels, while strokes make
+    them alike (the best lag-1 correlation over the four directions, on at most 512 pixels a side);
+    ``"is only WxH pixels ..."``: too small to hold a symbol.
+    """
+    height, width = ink.shape
+    if min(height, width) < MIN_SYMBOL_SIDE:
+        return f"is only {width}x{height} pixels, too small to show a symbol"
+    if float(ink.max() - ink.min()) < BLANK_CONTRAST:
+        return "looks blank (no strokes found)"
+    if max(height, width) > 512:  # the box filter keeps thin strokes connected and noise unrelated
+        scale = 512 / max(height, width)
+        small = Image.fromarray(ink.astype(np.float32), "F").resize(
+            (max(MIN_SYMBOL_SIDE, round(width * scale)), max(MIN_SYMBOL_SIDE, round(height * scale))), Image.BOX)
+        ink = np.asarray(small, dtype=np.float32)
+    best = -1.0
+    for a, b in ((ink[:, :-1], ink[:, 1:]), (ink[:-1, :], ink[1:, :]), (ink[:-1, :-1], ink[1:, 1:]),
+                 (ink[:-1, 1:], ink[1:, :-1])):
+        a, b = a - a.mean(), b - b.mean()
+        spread = float(np.sqrt((a * a).sum() * (b * b).sum()))
+        best = max(best, float((a * b).sum()) / spread if spread > 0 else 1.0)
+    if best < NOISE_CORRELATION:
+        return "looks like noise (no strokes: neighbouring pixels are unrelated)"
+    return None
+
+
 def resize_ink(ink: np.ndarray, image_size: int) -> np.ndarray:
     """Resize an ink map to ``image_size`` x ``image_size`` with an antialiasing filter."""
     pil = Image.fromarray(np.clip(ink * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
@@ -143,6 +188,7 @@ def preprocess_image(
     *,
     center: bool = False,
     name: str | None = None,
+    check_ink: bool = False,
 ) -> torch.Tensor:
     """Any image (file, bytes, PIL image or ink array) -> model input ``(1, image_size, image_size)``.
 
@@ -151,9 +197,10 @@ def preprocess_image(
         image_size: side of the square output.
         center: crop to the ink and centre it (for drawings and photos of symbols).
         name: how to call the input in error messages.
+        check_ink: refuse an image that shows no symbol (blank, noise, tiny: :func:`ink_problem`).
 
     Raises:
-        ImageError: the input cannot be decoded.
+        ImageError: the input cannot be decoded (or, with ``check_ink``, shows no symbol).
     """
     if isinstance(source, np.ndarray):
         if source.ndim != 2:
@@ -161,6 +208,10 @@ def preprocess_image(
         ink = np.clip(source.astype(np.float32), 0.0, 1.0)
     else:
         ink = to_ink(open_image(source, name=name))
+    problem = ink_problem(ink) if check_ink else None
+    if problem is not None:
+        label = name or (str(source) if isinstance(source, (str, Path)) else "image")
+        raise ImageError(f"{label}: the image {problem}; use a picture of one symbol")
     if center:
         ink = center_ink(ink)
     return torch.from_numpy(resize_ink(ink, image_size).copy()).unsqueeze(0)

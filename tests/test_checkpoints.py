@@ -146,9 +146,15 @@ def test_weights_that_do_not_fit_the_described_model(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", model, method="maml")
     tensors = load_file(str(path))
     record = read_checkpoint_info(path)
-    record["method_kwargs"]["hidden"] = 8
+    record["method_kwargs"].update(hidden=8, feature_dim=8)
     _write_record(path, record, tensors)
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match=r"do not match.*tensor model/net.backbone.blocks.0.conv.weight has shape "
+                                              r"\(4, 1, 3, 3\), but the maml model described by method_kwargs needs "
+                                              r"\(8, 1, 3, 3\)"):
+        load_checkpoint(path)
+    record["method_kwargs"]["hidden"] = 4  # feature_dim 8 no longer follows from hidden 4 on 28x28 images
+    _write_record(path, record, tensors)
+    with pytest.raises(CheckpointError, match="method_kwargs.feature_dim is 8, but a Conv-4 with hidden 4"):
         load_checkpoint(path)
 
 
