@@ -18,6 +18,8 @@ import torch
 from . import __version__
 from .augment import AffineAugment
 from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
+from .cli_args import (MAX_EPISODES, MAX_HIDDEN, MAX_STEPS, check_arguments, check_out_path, dumps_json, float_arg,
+                       int_arg, skipped_summary)
 from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
 from .distributed import World, init_from_env, shutdown
@@ -67,7 +69,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-way", type=_way, default=5)
     p.add_argument("--n-shot", type=_positive, default=1)
     p.add_argument("--n-query", type=_positive, default=15)
-    p.add_argument("--episodes", type=_non_negative, default=1000)
+    p.add_argument("--episodes", type=int_arg(0, MAX_EPISODES), default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
 
@@ -85,25 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--meta-batch-size", type=_positive, default=1)
     t.add_argument("--meta-lr", type=float, default=1e-3)
     t.add_argument("--lr-schedule", choices=("constant", "cosine", "step"), default="constant")
-    t.add_argument("--grad-clip", type=float, default=None)
+    t.add_argument("--grad-clip", type=float_arg(0, above=True), default=None)
     t.add_argument("--train-split", choices=("train", "trainval"), default="train")
     t.add_argument("--image-size", type=_positive, default=28)
-    t.add_argument("--hidden", type=_positive, default=64, help="Conv-4 filters per layer")
+    t.add_argument("--hidden", type=int_arg(1, MAX_HIDDEN), default=64, help="Conv-4 filters per layer")
     t.add_argument("--no-rotations", action="store_true", help="lake protocol: no x4 rotation classes")
-    t.add_argument("--inner-steps", type=_non_negative, default=None, help="MAML inner steps in training (default 1)")
-    t.add_argument("--inner-lr", type=float, default=None, help="MAML inner learning rate (default 0.4)")
-    t.add_argument("--inner-steps-test", type=_non_negative, default=None)
-    t.add_argument("--inner-lr-test", type=float, default=None)
+    t.add_argument("--inner-steps", type=int_arg(0, MAX_STEPS), default=None,
+                   help="MAML inner steps in training (default 1)")
+    t.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML inner learning rate (default 0.4)")
+    t.add_argument("--inner-steps-test", type=int_arg(0, MAX_STEPS), default=None)
+    t.add_argument("--inner-lr-test", type=float_arg(0), default=None)
     t.add_argument("--batch-norm", choices=("transductive", "support"), default=None, help="MAML BatchNorm mode")
     t.add_argument("--checkpoint-inner", action="store_true",
                    help="MAML: recompute each inner step in the backward pass (memory flat in the number of steps)")
     t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
     t.add_argument("--fce", action="store_true", help="Matching Networks: full-context embeddings")
-    t.add_argument("--cosine-scale", type=float, default=10.0,
+    t.add_argument("--cosine-scale", type=float_arg(0), default=10.0,
                    help="Matching Networks: initial value of the learned scale on cosine similarities "
                         "(0: the paper's unscaled cosines)")
     t.add_argument("--aggregate", choices=("max", "mean"), default=None, help="Siamese: per-class score")
-    t.add_argument("--finetune-steps", type=_non_negative, default=None)
+    t.add_argument("--finetune-steps", type=int_arg(0, MAX_STEPS), default=None)
     t.add_argument("--finetune-backbone", action="store_true")
     t.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
     t.add_argument("--val-episodes", type=_positive, default=200)
@@ -116,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "same gradients)")
     batching.add_argument("--no-batch-tasks", action="store_true",
                           help="loop over the tasks of a meta-batch (the default on a CPU: as fast, less memory)")
-    t.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
+    t.add_argument("--max-seconds", type=float_arg(0, above=True), default=None,
+                   help="stop (and save) after this much training time")
     t.add_argument("--augment", action="store_true",
                    help="warp every training image by a small random affine (rotation, scale, shear, shift; "
                         "seeded; never in validation or evaluation)")
@@ -151,8 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", required=True)
     _add_data_args(e)
     e.add_argument("--split", choices=("test", "val", "train", "trainval"), default="test")
-    e.add_argument("--inner-steps", type=_non_negative, default=None, help="MAML: inner steps at test time")
-    e.add_argument("--inner-lr", type=float, default=None, help="MAML: inner learning rate at test time")
+    e.add_argument("--inner-steps", type=int_arg(0, MAX_STEPS), default=None, help="MAML: inner steps at test time")
+    e.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML: inner learning rate at test time")
     e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--within-alphabet", action="store_true",
@@ -268,10 +272,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, world: World | None) -> int:
+    if args.episodes == 0 and not args.init_backbone and not args.resume:
+        raise UserError("--episodes 0 would write an untrained model; give --episodes 1 or more (or --init-backbone "
+                        "CHECKPOINT to keep a pre-trained encoder without training)")
+    out = check_out_path(args.out, resume=args.resume)  # now, not after the run: no training is lost to a bad path
     device = resolve_device(args.device) if world is None else world.device
-    out = Path(args.out)
     rotations = False if args.no_rotations else None
     train_set = _load_dataset(args, args.train_split, image_size=args.image_size, rotations=rotations)
+    if skipped_summary(train_set) and (world is None or world.is_main):
+        print(skipped_summary(train_set), file=sys.stderr)
     val_set = None
     if args.val_every and args.dataset == "omniglot" and args.train_split == "train":
         val_set = load_omniglot(args.protocol, "val", data_dir=args.data_dir, image_size=args.image_size,
@@ -420,6 +429,8 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise UserError("--episodes must be at least 1: an accuracy needs at least one episode")
     device = resolve_device(args.device)
     model, info = load_checkpoint(args.checkpoint, device)
     reject_regressor(model, args.checkpoint)
@@ -430,6 +441,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     image_size = int(meta.get("image_size", 28))
     center = bool(meta.get("preprocess", {}).get("center", True))
     dataset = _load_dataset(args, args.split, image_size=image_size, rotations=None, center=center).to(device)
+    if skipped_summary(dataset):
+        print(skipped_summary(dataset), file=sys.stderr)
     if args.within_alphabet:
         if args.dataset != "omniglot" or args.protocol != "lake":
             raise UserError("--within-alphabet is Lake et al.'s task on Omniglot's own alphabets; use it with "
@@ -450,8 +463,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in ("inner_steps_test", "inner_lr_test", "batch_norm"):
         if hasattr(model, name):
             report[name] = getattr(model, name)
+    if getattr(dataset, "skipped", None):
+        report["skipped"] = list(dataset.skipped)
     if args.json:
-        print(json.dumps(report))
+        print(dumps_json(report))
     else:
         where = f"{args.protocol}/{args.split}" if args.dataset == "omniglot" else args.data_dir
         if args.within_alphabet:
@@ -484,7 +499,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     meta = info.metadata
     image_size = int(meta.get("image_size", 28))
     support = (support_dataset(read_task(args.support), image_size) if Path(args.support).is_file()
-               else FolderDataset(args.support, image_size, center=True))
+               else FolderDataset(args.support, image_size, center=True, check_ink=True))
     if len(support.class_names) < 2:
         raise UserError(f"--support {args.support} has {len(support.class_names)} class with images; "
                         "few-shot classification needs at least 2 class subfolders")
@@ -493,7 +508,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = _query_files(args.query)
     for f in files:
         try:
-            queries.append(preprocess_image(f, image_size, center=True))
+            queries.append(preprocess_image(f, image_size, center=True, check_ink=True))
         except ImageError as exc:
             raise UserError(str(exc)) from exc
     labels = torch.tensor(support.get_labels())
@@ -501,12 +516,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with torch.no_grad():
         model.process_support_set(support.get_images(torch.arange(len(support))).to(device), labels.to(device))
         probabilities = torch.softmax(model(torch.stack(queries).to(device)), dim=1).cpu()
+    if not bool(torch.isfinite(probabilities).all()):
+        raise UserError(f"{args.checkpoint} gives answers that are not numbers (NaN) for these images; its settings "
+                        "make the model diverge (e.g. a MAML inner learning rate too large), so no prediction is shown")
     predictions = []
     for f, p in zip(files, probabilities):
         predictions.append({"query": str(f), "label": support.class_names[int(p.argmax())],
                             "probabilities": {c: round(float(v), 6) for c, v in zip(support.class_names, p)}})
     if args.json:
-        print(json.dumps({"predictions": predictions, "method": meta["method"], "skipped": support.skipped}))
+        print(dumps_json({"predictions": predictions, "method": meta["method"], "skipped": support.skipped}))
     else:
         for skipped in support.skipped:
             print(f"skipped {skipped}", file=sys.stderr)
@@ -522,7 +540,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     public = {k: v for k, v in meta.items() if k not in ("train_state",)}
     public.setdefault("n_way", public.get("method_kwargs", {}).get("n_way"))
     if args.json:
-        print(json.dumps(public))
+        print(dumps_json(public))
     else:
         for key in ("method", "protocol", "dataset", "n_way", "n_shot", "n_query", "image_size", "steps_done",
                     "val_accuracy", "command", "saved_at"):
@@ -533,6 +551,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    check_out_path(args.out)
     model, info = load_checkpoint(args.checkpoint)
     metadata = {k: v for k, v in info.metadata.items() if k not in ("train_state", "format", "format_version",
                                                                      "method", "method_kwargs", "saved_at")}
@@ -553,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
                 "export": cmd_export, "download": cmd_download, "train-sine": cmd_train_sine}
     try:
+        check_arguments(args)  # the device and image size, for every subcommand, before any work
         return handlers[args.command](args)
     except (UserError, CheckpointError, DataNotFoundError, ImageError, NonFiniteLossError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
