@@ -1,8 +1,9 @@
-"""Few-shot lab: the router. Run with ``streamlit run app.py``; pages live in ``pages/``, shared helpers in ``ui.py``.
+"""Few-shot lab: the router. Run with ``streamlit run app.py``; pages live in ``pages/``, their shared toolbox in
+``pages/lab/`` (one module per concept; the computing itself is ``fewshot.inspection``).
 
 Every script run (each session, each rerun) executes this file as ``__main__``: that is the router below.
 ``streamlit run app.py`` also finds the ``app = st.App(...)`` at the bottom and imports this file once, at server
-start, as the module ``app``. Its lifespan hook imports ``ui`` (torch and fewshot: ~3 s of CPU here) and the modules
+start, as the module ``app``. Its lifespan hook imports the lab (torch and fewshot: ~3 s of CPU here) and the modules
 of the next pages in a background thread while the browser is still loading the page, so the first visitor does not
 wait for them (``benchmarks/speed.py --only demo``, ``app_ready``).
 """
@@ -11,13 +12,13 @@ import sys
 
 import streamlit as st
 
-import streamlit_patches
+from pages.lab import patches
 
-streamlit_patches.keep_upload_answers_through_queue_clears()  # before any session exists; idempotent
-streamlit_patches.read_component_metadata_headers_only()  # before the server starts (its component scan)
+patches.keep_upload_answers_through_queue_clears()  # before any session exists; idempotent
+patches.read_component_metadata_headers_only()  # before the server starts (its component scan)
 
 if __name__ == "__main__":
-    import ui
+    from pages.lab import runtime, sidebar
 
     st.set_page_config(page_title="Few-shot lab", page_icon=":material/draw:", layout="wide")
 
@@ -32,12 +33,11 @@ if __name__ == "__main__":
         st.Page("pages/human.py", title="You vs the model", icon=":material/person:", url_path="human"),
     ]
 
-    ui.configure_torch()
+    runtime.configure_torch()
     page = st.navigation(PAGES)
-    st.session_state["_page"] = page.url_path or "home"
-    ui.sidebar()
+    sidebar.sidebar()
     try:
-        ui.run_page(page)
+        runtime.run_page(page)
     finally:  # let the server-start warm-up (below) go on with the other pages' modules
         started = sys.modules.get("app")  # this file as `streamlit run` imported it at server start
         if started is not None and hasattr(started, "first_page_done"):
@@ -48,13 +48,13 @@ else:  # imported once by `streamlit run app.py` at server start, to find the AS
     import time
     from contextlib import asynccontextmanager
 
-    # What the pages import, in the order they need it: the router and home page need ui (torch, fewshot); Build a
-    # task adds photo_ui and, once it shows results, pandas. The later ones wait until a first page has been shown
+    # What the pages import, in the order they need it: the router and home page need the lab's runtime, sidebar,
+    # examples and render (torch, fewshot); Build a task adds the widgets and, once it shows results, pandas. The later ones wait until a first page has been shown
     # (or a minute) so as not to compete with it for the CPU. Only imports: models and data load on first use.
     # (The page icons are Material icons, not emoji: an emoji icon makes Streamlit import its emoji table, ~0.1 s
     # of CPU holding the GIL, 0.2-0.3 s of the first page's time on two busy cores.)
-    FIRST_PAGE_MODULES = ("ui",)
-    LATER_MODULES = ("photo_ui", "pandas")
+    FIRST_PAGE_MODULES = ("pages.lab.runtime", "pages.lab.sidebar", "pages.lab.examples", "pages.lab.render")
+    LATER_MODULES = ("pages.lab.widgets", "pages.lab.points", "pandas")
     first_page_done = threading.Event()
     LATER_IMPORTS_AFTER_S = 2.0
 

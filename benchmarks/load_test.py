@@ -224,11 +224,12 @@ def percentiles(values: list[float]) -> dict:
 
 
 async def run(args) -> dict:
-    import ui
     from playwright.async_api import async_playwright
 
-    example = ui.synthetic_task(5, 1, 1, seed=0)  # exactly what "Load the example task" installs
-    support_png = [pngs[0] for pngs in example["support"]]
+    from fewshot.symbols import synthetic_task
+
+    example = synthetic_task(5, 1, 1, seed=0)  # exactly what "Load the example task" installs
+    support_png = [pngs[0] for pngs in example.support]
     port = free_port()
     log_path = Path(args.log)
     trace_path = Path(args.trace)
@@ -243,7 +244,7 @@ async def run(args) -> dict:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
             start = asyncio.Event()
-            tasks = [asyncio.create_task(session(browser, url, k, support_png, example["names"], start, args.screenshots))
+            tasks = [asyncio.create_task(session(browser, url, k, support_png, example.names, start, args.screenshots))
                      for k in range(args.sessions)]
             start.set()  # every session starts at once
             records = await asyncio.gather(*tasks)

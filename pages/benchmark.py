@@ -4,9 +4,12 @@ import pandas as pd
 import streamlit as st
 
 import fewshot
-import ui
+from fewshot import inspection
+from pages.lab import checkpoints, data, images, models, render, widgets
+from pages.lab.papers import PAPER_RESULTS
+from pages.lab.runtime import require_router
 
-ui.require_router()
+require_router()
 
 st.title("Benchmark")
 st.markdown("Samples episodes from Omniglot's **test split** and runs every selected method on the same episodes. "
@@ -16,11 +19,11 @@ st.markdown("Samples episodes from Omniglot's **test split** and runs every sele
 PROTOCOLS = {"lake": "lake: test on the 20 evaluation alphabets (never seen in training)",
              "vinyals": "vinyals: the split of Vinyals et al. 2016 used by the papers' tables"}
 
-folder, message = ui.omniglot_dir()
+folder, message = data.omniglot_dir()
 if folder is None:
-    ui.data_missing(message)
+    data.data_missing(message)
     st.stop()
-methods = ui.available_methods()
+methods = checkpoints.available_methods()
 if not methods:
     st.warning("No checkpoints found; see the sidebar.")
     st.stop()
@@ -31,13 +34,13 @@ with st.form("bench_form"):
     n_way = c2.radio("Way", [5, 20], key="bench_way", horizontal=True)
     n_shot = c2.radio("Shot", [1, 5], key="bench_shot", horizontal=True)
     episodes = c3.number_input("Episodes", 1, 5000, step=50, key="bench_episodes",
-                               **ui.bind("bench_episodes", 100, lo=1, hi=5000),
+                               **widgets.bind("bench_episodes", 100, lo=1, hi=5000),
                                help="The papers use 1,000 or more; 100 gives a rough ±1–3% interval.")
-    n_query = c3.number_input("Queries per class", 1, 15, key="bench_query", **ui.bind("bench_query", 5, lo=1, hi=15))
-    seed = c3.number_input("Seed", 0, 10**6, key="bench_seed", **ui.bind("bench_seed", 0, lo=0, hi=10**6))
-    ui.bind("bench_methods", list(methods))
+    n_query = c3.number_input("Queries per class", 1, 15, key="bench_query", **widgets.bind("bench_query", 5, lo=1, hi=15))
+    seed = c3.number_input("Seed", 0, 10**6, key="bench_seed", **widgets.bind("bench_seed", 0, lo=0, hi=10**6))
+    widgets.bind("bench_methods", list(methods))
     st.session_state["bench_methods"] = [m for m in st.session_state["bench_methods"] if m in methods]
-    chosen = st.multiselect("Methods", methods, format_func=ui.method_label, key="bench_methods",
+    chosen = st.multiselect("Methods", methods, format_func=models.method_label, key="bench_methods",
                             default=st.session_state["bench_methods"])
     run = st.form_submit_button("Run benchmark", type="primary", key="bench_run")
 
@@ -45,7 +48,7 @@ if run:
     if not chosen:
         st.warning("Choose at least one method.")
     else:
-        dataset = ui.omniglot(protocol, "test")
+        dataset = data.omniglot(protocol, "test")
         if dataset is not None:
             rows, problems, per_episode = [], [], {}
             bar = st.progress(0.0, text="starting")
@@ -53,8 +56,8 @@ if run:
             done = [0]
             for m in chosen:
                 try:
-                    loaded = ui.get_model(m)
-                    problem = ui.check_way(loaded, int(n_way))
+                    loaded = checkpoints.get_model(m)
+                    problem = loaded.check_way(int(n_way))
                     if problem:
                         problems.append(problem)
                         continue
@@ -71,11 +74,13 @@ if run:
                             if k % 5 == 4 or k == int(episodes) - 1:
                                 bar.progress(done[0] / total, text=f"{title}: episode {k + 1}/{int(episodes)}")
 
-                    result = ui.benchmark(loaded, tasks())
-                except (ui.ModelUnavailable, ValueError) as exc:
+                    result = inspection.benchmark(loaded.model, tasks())
+                except models.ModelUnavailable as exc:
                     problems.append(str(exc))
+                except ValueError as exc:
+                    problems.append(f"{models.method_label(m)}: {exc}")
                     continue
-                paper = ui.PAPER_RESULTS.get(m, {})
+                paper = PAPER_RESULTS.get(m, {})
                 paper_acc = paper.get("acc", {}).get((int(n_way), int(n_shot)))
                 rows.append({"method": loaded.title,
                              "checkpoint": f"{loaded.path.split('/')[-2]}/{loaded.path.split('/')[-1]}",
@@ -104,34 +109,35 @@ if saved:
 
         st.subheader("Inspect one episode")
         index = st.number_input("Episode", 1, cfg["episodes"], key="bench_episode",
-                                **ui.bind("bench_episode", 1, lo=1, hi=cfg["episodes"]))
-        dataset = ui.omniglot(cfg["protocol"], "test")
+                                **widgets.bind("bench_episode", 1, lo=1, hi=cfg["episodes"]))
+        dataset = data.omniglot(cfg["protocol"], "test")
         if dataset is not None:
-            task = ui.sample_episode(dataset, cfg["n_way"], cfg["n_shot"], cfg["n_query"], seed=cfg["seed"],
+            task = data.sample_episode(dataset, cfg["n_way"], cfg["n_shot"], cfg["n_query"], seed=cfg["seed"],
                                      index=int(index) - 1)
-            names = [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids]
+            names = data.episode_names(dataset, task)
             st.markdown("**Support set** (first example of each class)")
-            support_labels, query_labels = ui.labels_of(task.support_labels), ui.labels_of(task.query_labels)
+            support_labels, query_labels = task.support_labels.tolist(), task.query_labels.tolist()
             firsts = [support_labels.index(c) for c in range(cfg["n_way"])]
             for start in range(0, cfg["n_way"], 10):
                 cols = st.columns(10)
                 for col, k in zip(cols, firsts[start:start + 10]):
                     with col:
-                        ui.show_image(task.support_images[k], scale=2, caption=names[support_labels[k]])
+                        images.show_image(task.support_images[k], scale=2, caption=names[support_labels[k]])
             table = {"query": [], "true class": []}
             accs = {}
             for m in saved["per_episode"]:
                 try:
-                    loaded = ui.get_model(m)
-                    probs = ui.predict(loaded, task.support_images, task.support_labels, task.query_images)
-                except (ui.ModelUnavailable, ValueError):
+                    loaded = checkpoints.get_model(m)
+                    probs = inspection.predict(loaded.model, task.support_images, task.support_labels,
+                                               task.query_images)
+                except (models.ModelUnavailable, ValueError):
                     continue
                 preds = [int(p) for p in probs.argmax(1)]
                 table[loaded.title] = [names[p] + (" ✓" if p == y else " ✗") for p, y in zip(preds, query_labels)]
                 accs[loaded.title] = sum(p == y for p, y in zip(preds, query_labels)) / len(query_labels)
             table["query"] = [f"Query {k + 1}" for k in range(len(query_labels))]
             table["true class"] = [names[y] for y in query_labels]
-            st.markdown("**Episode accuracy**: " + ", ".join(f"{t} {ui.percent(a)}" for t, a in accs.items()))
+            st.markdown("**Episode accuracy**: " + ", ".join(f"{t} {render.percent(a)}" for t, a in accs.items()))
             st.dataframe(pd.DataFrame(table), hide_index=True)
             st.caption("Re-running a model on this episode gives the same answer as in the benchmark, except MAML "
                        "here, which normalises queries with the support set's statistics.")

@@ -5,72 +5,81 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import photo_ui
-import ui
+import fewshot
 
-ui.require_router()
+from fewshot import inspection
+from pages.lab import data, examples, images, models, points as point_sets, render, task, widgets
+from pages.lab.runtime import require_router
+
+require_router()
 
 st.title("Embedding explorer")
 st.markdown("Each point is one image embedded by the chosen model's backbone, mapped to 2-D with t-SNE or PCA. "
             "Hover a point to see what it is; click it to see the image. Stars are class prototypes (the mean "
             "embedding of a class's support examples).")
 
-photo = photo_ui.is_photo()  # the task builder's "Photos" switch: the task's photos, EfficientNet-Lite0 features
-methods = photo_ui.methods() if photo else ui.available_methods()
+view, own = examples.task_for_page(need_queries=False)
+mode = task.MODES[view.mode]  # the task builder's switch (drawn symbols or photos)
+source = models.source(mode.key)
+methods = source.methods()
 if not methods:
-    st.warning(photo_ui.backend_problem() if photo else "No checkpoints found; see the sidebar.")
+    st.warning(source.missing())
     st.stop()
 
 SOURCES = {"task": "The current task (Build a task)", "omniglot": "Omniglot characters (evaluation alphabets)",
            "folder": "A folder of class subfolders (your own data)"}
+# Where the map starts: the user's own task when it is complete, else Omniglot (a meaningful map of many classes)
+# when the data is there, else the example task.
+sources = list(SOURCES) if mode.ink else ["task"]
+first = "omniglot" if view is not own and mode.ink and data.has_omniglot() else "task"
 c1, c2, c3, c4 = st.columns([2, 1.3, 1, 1.3])
-source = c1.radio("Points", ["task"] if photo else list(SOURCES), format_func=SOURCES.get, key="emb_source")
-method = c2.selectbox("Model", methods, format_func=ui.method_label, key="emb_method",
-                      **ui.bind_choice("emb_method", "protonet", methods, methods[0]))
+source_key = c1.radio("Points", sources, format_func=SOURCES.get, key="emb_source",
+                      **widgets.bind_choice("emb_source", first, sources, sources[0]))
+method = c2.selectbox("Model", methods, format_func=models.method_label, key="emb_method",
+                      **widgets.bind_choice("emb_method", "protonet", methods, methods[0]))
 projection = c3.radio("Map", ["t-SNE", "PCA"], key="emb_projection")
 perplexity = c4.slider("t-SNE perplexity", 2, 50, key="emb_perplexity", disabled=projection != "t-SNE",
-                       **ui.bind("emb_perplexity", 10, lo=2, hi=50),
+                       **widgets.bind("emb_perplexity", 10, lo=2, hi=50),
                        help="Roughly how many neighbours each point pays attention to; clamped below the number "
                             "of points.")
-loaded = photo_ui.get_model(method) if photo else ui.require_model(method)
+loaded = models.require(mode.key, method)
 size = loaded.image_size
-if photo:
-    st.caption("Photo task (switch in **Build a task**): each point is one of your photos, embedded by the frozen "
-               "ImageNet-pretrained EfficientNet-Lite0 (1280-d features) that every photo-mode method shares.")
+if mode.models_note:
+    st.caption(mode.models_note)
 
 # ---- the points
-if source == "task":
-    view = ui.collect_task(photos=True)
-    if view.errors:
-        ui.task_or_example_prompt(view, need_queries=False)
+pngs = None  # the task's images, for showing a clicked point as its model sees it
+if source_key == "task":
+    render.example_banner(view, own)
+    try:
+        points = point_sets.from_view(view, size)
+    except (models.ModelUnavailable, fewshot.ImageError) as exc:
+        st.warning(str(exc))
         st.stop()
-    points = ui.points_from_view(view, size)
-    data_folder, _ = ui.omniglot_dir()
-    if photo:
-        pngs = photo_ui.task_pngs(view)
-    elif data_folder is not None:
+    pngs = view.pngs()
+    if mode.ink and data.has_omniglot():
         b1, b2 = st.columns(2)
         background = b1.checkbox("Add Omniglot characters as background", key="emb_background")
         n_background = b2.slider("Background characters (5 drawings each)", 5, 100, key="emb_n_background",
-                                 **ui.bind("emb_n_background", 20, lo=5, hi=100),
+                                 **widgets.bind("emb_n_background", 20, lo=5, hi=100),
                                  disabled=not background)
         if background:
-            dataset = ui.omniglot("lake", "test", size)
+            dataset = data.omniglot("lake", "test", size)
             if dataset is not None:
-                task = ui.sample_episode(dataset, n_background, 5, 0, seed=3)
-                names = [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids]
-                points.add_task(task, names, support_role="background", cls="Omniglot background")
-    else:
+                episode = data.sample_episode(dataset, n_background, 5, 0, seed=3)
+                points.add_task(episode, data.episode_names(dataset, episode), support_role="background",
+                                cls="Omniglot background")
+    elif mode.ink:
         st.caption("Set FEWSHOT_DATA_DIR to add Omniglot characters as background points.")
-elif source == "omniglot":
-    dataset = ui.omniglot("lake", "test", size)
+elif source_key == "omniglot":
+    dataset = data.omniglot("lake", "test", size)
     if dataset is None:
         st.stop()
     n_classes = st.slider("Characters (10 drawings each; 5 are the support set)", 3, 40, key="emb_n_classes",
-                          **ui.bind("emb_n_classes", 10, lo=3, hi=40))
-    task = ui.sample_episode(dataset, n_classes, 5, 5, seed=11)
-    points = ui.PointSet()
-    points.add_task(task, [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids])
+                          **widgets.bind("emb_n_classes", 10, lo=3, hi=40))
+    episode = data.sample_episode(dataset, n_classes, 5, 5, seed=11)
+    points = inspection.PointSet()
+    points.add_task(episode, data.episode_names(dataset, episode))
     points = points.ordered()
 else:
     folder = st.text_input("Folder (one subfolder per class, images inside)", key="emb_folder",
@@ -81,7 +90,7 @@ else:
                 "class's images (up to 12) are treated as its support set.")
         st.stop()
     try:
-        points, skipped = ui.points_from_folder(folder, size)
+        points, skipped = point_sets.from_folder(folder, size)
     except ValueError as exc:
         st.error(f"Cannot use that folder: {exc}")
         st.stop()
@@ -95,23 +104,22 @@ if len(points) < 3:
 # ---- MAML: embeddings before and after the inner loop
 maml_step = None
 inner_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
-if method in ("maml", "fomaml") and points.n_support and photo:
-    st.caption("Photo mode: MAML adapts only a linear head on the frozen features, so the embedding does not move "
-               "with adaptation; watch the head adapt on **Watch MAML adapt**.")
+if method in ("maml", "fomaml") and points.n_support and mode.maml_note:
+    st.caption(mode.maml_note + " Watch the head adapt on **Watch MAML adapt**.")
 elif method in ("maml", "fomaml") and points.n_support:
-    message = ui.check_way(loaded, max(points.support_labels()) + 1)
+    message = loaded.check_way(max(points.support_labels()) + 1)
     if message:
         st.info(message + " The map shows the meta-learned embedding only.")
     else:
         maml_step = st.slider(f"MAML inner steps on the support set (lr {inner_lr:g}); 0 = before adaptation",
-                              0, 10, key="emb_maml_step", **ui.bind("emb_maml_step", 0, lo=0, hi=10))
+                              0, 10, key="emb_maml_step", **widgets.bind("emb_maml_step", 0, lo=0, hi=10))
 
 SYMBOL_MAP = {"support": "circle", "query": "diamond", "prototype": "star", "background": "circle-open"}
 
 
 def chart(step, key: str, title: str):
-    feats, proto_rows = ui.embed_points(loaded, points, maml_step=step, inner_lr=inner_lr)
-    xy = ui.project_2d(feats, projection, float(perplexity))
+    feats, proto_rows = inspection.embed_points(loaded.model, points, maml_step=step, inner_lr=inner_lr)
+    xy = point_sets.project_2d(feats, projection, float(perplexity))
     frame = pd.DataFrame(points.rows + proto_rows)
     frame["x"], frame["y"], frame["point"] = xy[:, 0], xy[:, 1], np.arange(len(frame))
     frame["size"] = np.where(frame["role"] == "prototype", 16, np.where(frame["role"] == "background", 5, 10))
@@ -130,8 +138,10 @@ def chart(step, key: str, title: str):
 
 
 def picture(i: int, scale: int):
-    """Point ``i`` as the model sees it: the photo (photo mode) or the enlarged ink."""
-    return photo_ui.model_view(pngs[i]) if photo else ui.display_ink(points.image(i), scale)
+    """Point ``i`` as the model sees it: the task's image (ink or photo) or, from Omniglot and folders, the ink."""
+    if pngs is not None and i < len(pngs):
+        return images.picture(pngs[i], mode.key, scale, size)[0]
+    return images.display_ink(points.image(i), scale)
 
 
 def show_selection(event, frame) -> None:
@@ -163,7 +173,7 @@ if maml_step:
         event, frame = chart(maml_step, "emb_chart", f"After {maml_step} inner step(s)")
 else:
     event, frame = chart(maml_step, "emb_chart",
-                         f"{projection} of {ui.method_label(method)} embeddings ({len(points)} images)")
+                         f"{projection} of {models.method_label(method)} embeddings ({len(points)} images)")
 show_selection(event, frame)
 st.caption(f"Map: {projection}" + (f", perplexity {perplexity} (clamped below the number of points), seed 0"
                                      if projection == "t-SNE" else "") + ". 2-D maps are cached.")

@@ -1,10 +1,13 @@
 """Home: what few-shot learning is, and one live example episode."""
 
 import streamlit as st
+import torch
 
-import ui
+from fewshot import inspection
+from pages.lab import data, examples, images, models, render, widgets
+from pages.lab.runtime import require_router
 
-ui.require_router()
+require_router()
 
 st.title("Few-shot learning lab")
 st.markdown(
@@ -29,58 +32,53 @@ few-shot tasks, which is why it is the comparison point.
 )
 
 st.subheader("An example episode")
-methods = ui.available_methods()
+drawn = models.source("drawn")
+methods = drawn.methods()
 if not methods:
-    st.warning("No checkpoints found, so no model can answer yet; see the sidebar.")
+    st.warning(drawn.missing())
     st.stop()
-method = st.selectbox("Model", methods, format_func=ui.method_label, key="home_method",
-                      **ui.bind_choice("home_method", "protonet", methods, methods[0]))
-loaded = ui.require_model(method)
+method = st.selectbox("Model", methods, format_func=models.method_label, key="home_method",
+                      **widgets.bind_choice("home_method", "protonet", methods, methods[0]))
+loaded = models.require("drawn", method)
 
-dataset = ui.omniglot("lake", "test", loaded.image_size, explain=False)
+dataset = data.omniglot("lake", "test", loaded.image_size, explain=False)
 if dataset is not None:
     st.session_state.setdefault("home_episode", 0)
     if st.button("Another episode", key="home_new_episode"):
         st.session_state["home_episode"] += 1
-    task = ui.sample_episode(dataset, 5, 1, 1, seed=7, index=st.session_state["home_episode"])
-    names = [ui.omniglot_class_label(dataset.class_names[int(c)]) for c in task.class_ids]
-    support_pngs = [ui.tensor_to_png(x) for x in task.support_images]
-    query_pngs = [ui.tensor_to_png(x) for x in task.query_images]
-    truth = ui.labels_of(task.query_labels)
+    episode = data.sample_episode(dataset, 5, 1, 1, seed=7, index=st.session_state["home_episode"])
+    names = data.episode_names(dataset, episode)
+    support_pngs = [images.tensor_to_png(x) for x in episode.support_images]
+    query_pngs = [images.tensor_to_png(x) for x in episode.query_images]
+    truth = [int(v) for v in episode.query_labels]
     st.caption("Five characters from Omniglot's evaluation alphabets (the *lake* protocol: the shipped models "
                "never saw these alphabets), one example each, and one new drawing of each to classify.")
 else:
-    view = ui.collect_task()
-    if view.can_classify:
-        names = view.names
-        support_pngs = [ex.png for examples in view.support for ex in examples[:1]]
-        query_pngs = [q.png for q in view.queries]
-        truth = view.truth
+    view, own = examples.task_for_page()
+    if view is own and own.mode == "drawn":
         st.caption("Omniglot is not available (set FEWSHOT_DATA_DIR to use it), so this is your own task from "
                    "*Build a task*.")
     else:
-        example = ui.synthetic_task(5, 1, 1)
-        names = example["names"]
-        support_pngs = [pngs[0] for pngs in example["support"]]
-        query_pngs = [png for png, _ in example["queries"]]
-        truth = [c for _, c in example["queries"]]
+        view = examples.visitor_example("drawn")
         st.caption("Omniglot is not available (set FEWSHOT_DATA_DIR to use it), so this is a small synthetic "
                    "task; draw your own on *Build a task*.")
+    names = view.names
+    support_pngs = [class_examples[0].png for class_examples in view.support]
+    query_pngs = [q.png for q in view.queries]
+    truth = view.truth
 
 st.markdown("**Support set** (one labelled example per class)")
 cols = st.columns(len(names))
 for col, name, png in zip(cols, names, support_pngs):
     with col:
-        ui.show_model_input(png, loaded.image_size, caption=name, scale=3)
+        images.show_input(png, caption=name, scale=3, image_size=loaded.image_size)
 
-view_support = ui.TaskView(names, [[ui.Example(f"s{i}", names[i], png, "example")] for i, png in enumerate(support_pngs)],
-                           [ui.Example(f"q{j}", f"query {j + 1}", png, "example") for j, png in enumerate(query_pngs)],
-                           list(truth))
-sx, sy, qx = view_support.tensors(loaded.image_size)
+sx = drawn.inputs(support_pngs, names, loaded.image_size)
+qx = drawn.inputs(query_pngs, [f"query {j + 1}" for j in range(len(query_pngs))], loaded.image_size)
 try:
-    probabilities = ui.predict(loaded, sx, sy, qx)
+    probabilities = inspection.predict(loaded.model, sx, torch.arange(len(support_pngs)), qx)
 except ValueError as exc:
-    st.warning(str(exc))
+    st.warning(f"{loaded.title}: {exc}")
     st.stop()
 
 st.markdown(f"**Queries**, answered by {loaded.title}")
@@ -90,8 +88,8 @@ for j, (col, png) in enumerate(zip(cols, query_pngs)):
     pred = int(probabilities[j].argmax())
     correct += int(truth[j] is not None and pred == truth[j])
     with col:
-        ui.show_model_input(png, loaded.image_size, caption=f"query {j + 1}", scale=3)
-        st.markdown(f"→ **{names[pred]}** ({ui.percent(probabilities[j, pred])}) {ui.verdict(pred, truth[j])}")
+        images.show_input(png, caption=f"query {j + 1}", scale=3, image_size=loaded.image_size)
+        st.markdown(f"→ **{names[pred]}** ({render.percent(probabilities[j, pred])}) {render.verdict(pred, truth[j])}")
 known = sum(t is not None for t in truth)
 if known:
     st.metric("Episode accuracy", f"{correct}/{known}")

@@ -3,23 +3,26 @@
 import pandas as pd
 import streamlit as st
 
-import ui
+from fewshot import inspection
+from pages.lab import checkpoints, data, images, models, widgets
+from pages.lab.papers import HUMAN_ERROR_LAKE
+from pages.lab.runtime import require_router
 
-ui.require_router()
+require_router()
 
 st.title("You vs the model")
 st.markdown("Each question shows one drawing of each of N new characters and one more drawing: which character "
             "is it? The models answer the same questions. In Lake et al. (2015), people made **4.5%** errors on "
             "20-way one-shot Omniglot.")
 
-dataset = ui.omniglot("lake", "test")
+dataset = data.omniglot("lake", "test")
 if dataset is None:
     st.stop()
-methods = ui.available_methods()
+methods = checkpoints.available_methods()
 
 c1, c2, c3 = st.columns([1, 1, 2])
 n_way = c1.radio("Question type", [5, 20], format_func=lambda n: f"{n}-way one-shot", key="human_way")
-n_questions = c2.number_input("Questions", 1, 50, key="human_questions", **ui.bind("human_questions", 10, lo=1, hi=50))
+n_questions = c2.number_input("Questions", 1, 50, key="human_questions", **widgets.bind("human_questions", 10, lo=1, hi=50))
 c3.caption("Characters come from the 20 evaluation alphabets, which the lake-protocol models never saw. "
            "(Lake et al. drew the 20 characters of a trial from one alphabet, which is harder than here.)")
 
@@ -35,7 +38,7 @@ if st.button("Start a new round", key="human_start", type="primary") or game is 
 
 def question(k: int):
     """Question ``k``: a task with one support image per class and one query (class chosen by the seed)."""
-    task = ui.sample_episode(dataset, n_way, 1, 1, seed=game["seed"], index=k)
+    task = data.sample_episode(dataset, n_way, 1, 1, seed=game["seed"], index=k)
     target = (game["seed"] * 31 + k * 7) % n_way
     return task, target
 
@@ -44,10 +47,14 @@ def model_answers(task, target: int) -> dict[str, bool]:
     out = {}
     for m in methods:
         try:
-            loaded = ui.get_model(m)
-            probs = ui.predict(loaded, task.support_images, task.support_labels, task.query_images[target:target + 1])
-        except (ui.ModelUnavailable, ValueError) as exc:
-            game.setdefault("sitting_out", {})[ui.method_label(m)] = str(exc)
+            loaded = checkpoints.get_model(m)
+            probs = inspection.predict(loaded.model, task.support_images, task.support_labels,
+                                       task.query_images[target:target + 1])
+        except models.ModelUnavailable as exc:
+            game.setdefault("sitting_out", {})[models.method_label(m)] = str(exc)
+            continue
+        except ValueError as exc:
+            game.setdefault("sitting_out", {})[models.method_label(m)] = f"{models.method_label(m)}: {exc}"
             continue
         out[loaded.title] = int(probs[0].argmax()) == target
     return out
@@ -59,14 +66,14 @@ if k < game["n_questions"]:
     st.subheader(f"Question {k + 1} of {game['n_questions']}")
     q1, q2 = st.columns([1, 4])
     with q1:
-        ui.show_image(task.query_images[target], scale=4, caption="Which character is this?")
+        images.show_image(task.query_images[target], scale=4, caption="Which character is this?")
     with q2:
         per_row = 10
         for start in range(0, n_way, per_row):
             cols = st.columns(per_row)
             for col, c in zip(cols, range(start, min(start + per_row, n_way))):
                 with col:
-                    ui.show_image(task.support_images[c], scale=3 if n_way <= 10 else 2, caption=str(c + 1))
+                    images.show_image(task.support_images[c], scale=3 if n_way <= 10 else 2, caption=str(c + 1))
     answered = len(game["answers"]) > k
     answer = st.radio("Your answer", list(range(1, n_way + 1)), horizontal=True, index=None,
                       key=f"human_answer_{game['round']}_{k}", disabled=answered)
@@ -97,7 +104,7 @@ if answers:
         rows.append({"who": title, "correct": sum(results), "questions": len(results),
                      "accuracy %": round(100 * sum(results) / len(results), 1)})
     rows.append({"who": "People in Lake et al. 2015 (20-way one-shot)", "correct": None, "questions": None,
-                 "accuracy %": round(100 * (1 - ui.HUMAN_ERROR_LAKE), 1)})
+                 "accuracy %": round(100 * (1 - HUMAN_ERROR_LAKE), 1)})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.markdown(f"Your score: {sum(answers)}/{len(answers)}")
     if game.get("sitting_out"):

@@ -5,51 +5,56 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-import ui
+from fewshot import inspection
+from pages.lab import examples, images, models, render, widgets
+from pages.lab.runtime import require_router
+from pages.lab.task import Example
 
-ui.require_router()
+require_router()
 
 st.title("Inside each method")
 st.markdown("Every method answers the same question (which class is this query?) for a different reason. "
             "Pick a query of the current task and look at what each method computed.")
 
-view = ui.collect_task()
-if not ui.task_or_example_prompt(view):
-    st.stop()
+view, own = examples.task_for_page()
+render.example_banner(view, own)
+source = models.source(view.mode)
 
 query_options = list(range(len(view.queries)))
-q = st.selectbox("Query", query_options, key="inside_query", **ui.bind_choice("inside_query", 0, query_options, 0),
+q = st.selectbox("Query", query_options, key="inside_query", **widgets.bind_choice("inside_query", 0, query_options, 0),
                  format_func=lambda j: f"Query {j + 1} ({view.queries[j].label})")
 
-support_examples = [ex for examples in view.support for ex in examples]
-support_class = [c for c, examples in enumerate(view.support) for _ in examples]
-support_names = [f"{view.names[c]} #{k + 1}" for c, examples in enumerate(view.support) for k in range(len(examples))]
+support_examples = view.support_examples()
+support_names = [f"{view.names[c]} #{k + 1}" for c, class_examples in enumerate(view.support)
+                 for k in range(len(class_examples))]
 
 left, right = st.columns([1, 5])
 with left:
-    ui.show_model_input(view.queries[q].png, caption=f"Query {q + 1}", scale=3)
+    images.show_input(view.queries[q].png, view.mode, caption=f"Query {q + 1}", scale=3)
     truth = view.truth[q]
     st.caption(f"true class: {view.names[truth] if truth is not None else 'unknown'}")
 with right:
     st.caption("Support set, as the model sees it")
-    ui.image_strip([ui.Example(ex.id, name, ex.png, ex.source) for ex, name in zip(support_examples, support_names)],
-                   per_row=10)
+    widgets.image_strip([Example(ex.id, name, ex.png, ex.source) for ex, name in zip(support_examples, support_names)],
+                        view.mode, per_row=10)
 
 
 def run(method: str):
     try:
-        loaded = ui.get_model(method)
+        loaded = source.get(method)
         sx, sy, qx = view.tensors(loaded.image_size)
-        return loaded, ui.explain(loaded, sx, sy, qx)
-    except (ui.ModelUnavailable, ValueError) as exc:
+        return loaded, inspection.explain(loaded.model, sx, sy, qx)
+    except models.ModelUnavailable as exc:
         st.info(str(exc))
-        return None, None
+    except ValueError as exc:
+        st.info(f"{models.method_label(method)}: {exc}")
+    return None, None
 
 
 def answer_line(loaded, probs) -> None:
     pred = int(probs[q].argmax())
-    st.markdown(f"Answer of {loaded.title} for Query {q + 1}: **{view.names[pred]}** ({ui.percent(probs[q, pred])}) "
-                f"{ui.verdict(pred, view.truth[q])}")
+    st.markdown(f"Answer of {loaded.title} for Query {q + 1}: **{view.names[pred]}** "
+                f"({render.percent(probs[q, pred])}) {render.verdict(pred, view.truth[q])}")
 
 
 def bar(values, labels, title: str, key: str, *, x_title: str) -> None:
@@ -106,7 +111,7 @@ with tabs[3]:
     loaded, out = run("mann")
     if out is not None:
         answer_line(loaded, out["probabilities"])
-        order = ui.support_order_for_mann(len(support_names))
+        order = [int(i) for i in out["support_order"]]  # the support examples in the order MANN wrote them
         reads = out["support_reads"].mean(axis=1)  # (T, slots), averaged over read heads
         step_names = [f"t{t + 1}: {support_names[i]}" for t, i in enumerate(order)]
         heatmap(reads, list(range(reads.shape[1])), step_names, "Read weights while reading the support set",
@@ -122,9 +127,16 @@ with tabs[4]:
     loaded, out = run("maml")
     if out is not None:
         answer_line(loaded, out["probabilities"])
-        bar(out["probabilities"][q], view.names,
-            f"Probabilities after {getattr(loaded.model, 'inner_steps_test', '?')} inner step(s)",
-            "inside_maml_bar", x_title="probability")
+        after = f"after {loaded.model.inner_steps_test} inner step(s)"
+        frame = pd.DataFrame({"class": view.names * 2,
+                              "probability": np.concatenate([out["start_probabilities"][q], out["probabilities"][q]]),
+                              "weights": ["meta-learned start"] * view.n_way + [after] * view.n_way})
+        fig = px.bar(frame, x="probability", y="class", color="weights", barmode="group", orientation="h",
+                     title="Probabilities at the meta-learned start and after adapting to the support set")
+        fig.update_layout(height=max(240, 40 * view.n_way + 110), margin=dict(l=10, r=10, t=40, b=10),
+                          yaxis_title=None, legend_title_text="")
+        fig.update_yaxes(autorange="reversed")
+        st.plotly_chart(fig, key="inside_maml_bar")
 
 with tabs[5]:
     st.markdown("The transfer baseline never practised few-shot tasks: it pre-trained a classifier on all training "
@@ -134,3 +146,5 @@ with tabs[5]:
         answer_line(loaded, out["probabilities"])
         bar(out["probabilities"][q], view.names, "Probabilities of the fitted head", "inside_finetune_bar",
             x_title="probability")
+        heatmap(out["scores"], view.names, [f"Query {j + 1}" for j in range(len(view.queries))],
+                "The head's score of each class (logits), all queries", "inside_finetune_heat")

@@ -5,10 +5,11 @@ import time
 import pandas as pd
 import streamlit as st
 
-import photo_ui
-import ui
+from fewshot import inspection
+from pages.lab import examples, models, render, task, widgets
+from pages.lab.runtime import require_router
 
-ui.require_router()
+require_router()
 
 st.title("Watch MAML adapt")
 st.markdown(
@@ -18,35 +19,31 @@ st.markdown(
     "function). BatchNorm uses the support set's statistics, so every query is answered on its own."
 )
 
-view = ui.collect_task(photos=True)
-if not ui.task_or_example_prompt(view):
-    st.stop()
-
-available = [m for m in ("maml", "fomaml") if m in photo_ui.methods_for(view)]
+view, own = examples.task_for_page()
+render.example_banner(view, own)
+source = models.source(view.mode)
+available = [m for m in ("maml", "fomaml") if m in source.methods()]
 if not available:
-    st.warning(photo_ui.no_methods_message(view) if view.mode == "photo"
-               else "No MAML checkpoint found (maml or fomaml); see the sidebar.")
+    st.warning(source.missing() if not source.methods() else "No MAML checkpoint found (maml or fomaml); see the sidebar.")
     st.stop()
-if view.mode == "photo":
-    st.info("Photo task: MAML adapts a linear head on the frozen EfficientNet-Lite0 features (ANIL-style), "
-            "starting from a zero head (every class equally likely), so the head is the only layer that moves and "
-            "its chart shows the absolute change ‖w − w₀‖. Switch back to drawings in **Build a task**.")
+if task.MODES[view.mode].maml_note:
+    st.info(task.MODES[view.mode].maml_note)
 
 c1, c2, c3 = st.columns(3)
-variant = c1.radio("MAML variant", available, key="maml_variant", format_func=ui.method_label,
-                   **ui.bind_choice("maml_variant", "maml", available, available[0]),
+variant = c1.radio("MAML variant", available, key="maml_variant", format_func=models.method_label,
+                   **widgets.bind_choice("maml_variant", "maml", available, available[0]),
                    help="Second- and first-order MAML differ in meta-training only (whether the meta-gradient "
                         "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
                         "so this picks which trained checkpoint to start from.")
-loaded = photo_ui.require_model_for(view, variant)
+loaded = models.require(view.mode, variant)
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
 inner_lr = c2.slider("Inner learning rate", 0.01, 2.0, key="maml_lr", step=0.01,
-                     **ui.bind("maml_lr", min(max(default_lr, 0.01), 2.0), lo=0.01, hi=2.0),
+                     **widgets.bind("maml_lr", min(max(default_lr, 0.01), 2.0), lo=0.01, hi=2.0),
                      help=f"This checkpoint was evaluated with {default_lr:g}.")
-inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps", **ui.bind("maml_steps", 5, lo=1, hi=20),
+inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps", **widgets.bind("maml_steps", 5, lo=1, hi=20),
                         help=f"This checkpoint was trained with {getattr(loaded.model, 'inner_steps', '?')} step(s).")
 
-message = ui.check_way(loaded, view.n_way)
+message = loaded.check_way(view.n_way)
 if message:
     st.warning(message)
     st.stop()
@@ -58,9 +55,20 @@ if state["config"] != config:
     state.update(config=config, shown=0, trajectory=None)
 
 
+def adapt():
+    """One record per inner step (step 0 = the meta-learned start): what the page shows of a ``fewshot.AdaptStep``
+    (its weights are not kept: they would sit in the session for as long as it lasts)."""
+    start = None
+    for step in inspection.adaptation(loaded.model, sx, sy, qx, inner_lr=inner_lr, inner_steps=inner_steps):
+        start = start or step
+        yield {"step": step.step, "support_loss": step.support_loss, "support_accuracy": step.support_accuracy,
+               "probabilities": inspection.step_probabilities(step, view.n_way),
+               "layer_change": inspection.layer_change(start, step)}
+
+
 def trajectory():
     if state["trajectory"] is None:
-        state["trajectory"] = list(ui.maml_steps(loaded, sx, sy, qx, inner_lr=inner_lr, inner_steps=inner_steps))
+        state["trajectory"] = list(adapt())
     return state["trajectory"]
 
 
@@ -68,39 +76,39 @@ def query_label(j: int) -> str:
     return f"Query {j + 1}"
 
 
-def render(steps, boxes) -> None:
+def draw(steps, boxes) -> None:
     """Draw the state after ``steps[-1]`` into the placeholders."""
     last = steps[-1]
-    boxes["progress"].progress(last.step / inner_steps, text=f"Step {last.step} / {inner_steps}")
+    boxes["progress"].progress(last['step'] / inner_steps, text=f"Step {last['step']} / {inner_steps}")
     with boxes["metrics"].container():
         m1, m2, m3 = st.columns(3)
-        m1.metric("Support loss", f"{last.support_loss:.4f}",
-                  delta=None if last.step == 0 else f"{last.support_loss - steps[0].support_loss:+.4f}",
+        m1.metric("Support loss", f"{last['support_loss']:.4f}",
+                  delta=None if last['step'] == 0 else f"{last['support_loss'] - steps[0]['support_loss']:+.4f}",
                   delta_color="inverse")
-        m2.metric("Support accuracy", ui.percent(last.support_accuracy))
+        m2.metric("Support accuracy", render.percent(last['support_accuracy']))
         known = [j for j, t in enumerate(view.truth) if t is not None]
         if known:
-            right = sum(int(last.query_probabilities[j].argmax()) == view.truth[j] for j in known)
+            right = sum(int(last['probabilities'][j].argmax()) == view.truth[j] for j in known)
             m3.metric("Query accuracy", f"{right}/{len(known)}")
         else:
             m3.metric("Queries", len(view.queries))
-    boxes["loss"].line_chart(pd.DataFrame({"step": [s.step for s in steps],
-                                           "support loss": [s.support_loss for s in steps]}).set_index("step"),
+    boxes["loss"].line_chart(pd.DataFrame({"step": [s['step'] for s in steps],
+                                           "support loss": [s['support_loss'] for s in steps]}).set_index("step"),
                              height=220)
-    probs = last.query_probabilities
-    frame = pd.DataFrame({"class": view.names, **{query_label(j): probs[j].astype(float) for j in range(len(probs))}})
-    boxes["queries"].dataframe(frame, hide_index=True, column_config={
-        query_label(j): st.column_config.ProgressColumn(query_label(j), min_value=0.0, max_value=1.0,
-                                                        format="percent") for j in range(len(probs))})
-    layers = pd.DataFrame({"layer": list(last.layer_change),
-                           "relative change": [100 * v for v in last.layer_change.values()]})
+    probs = last['probabilities']
+    columns = [query_label(j) for j in range(len(probs))]
+    frame = pd.DataFrame({"class": view.names, **{c: probs[j].astype(float) for j, c in enumerate(columns)}})
+    boxes["queries"].dataframe(frame, hide_index=True, column_config=render.probability_columns(columns))
+    layers = pd.DataFrame({"layer": list(last['layer_change']),
+                           "relative change": [100 * v for v in last['layer_change'].values()]})
     boxes["layers"].bar_chart(layers, x="layer", y="relative change", height=240)
     rows = []
     for s in steps:
-        row = {"step": s.step, "support loss": round(s.support_loss, 4), "support acc": ui.percent(s.support_accuracy)}
-        for j in range(len(s.query_probabilities)):
-            pred = int(s.query_probabilities[j].argmax())
-            row[query_label(j)] = f"{view.names[pred]} {ui.percent(s.query_probabilities[j, pred])}"
+        row = {"step": s['step'], "support loss": round(s['support_loss'], 4),
+               "support acc": render.percent(s['support_accuracy'])}
+        for j in range(len(s['probabilities'])):
+            pred = int(s['probabilities'][j].argmax())
+            row[query_label(j)] = f"{view.names[pred]} {render.percent(s['probabilities'][j, pred])}"
         rows.append(row)
     boxes["table"].dataframe(pd.DataFrame(rows), hide_index=True)
 
@@ -133,18 +141,18 @@ def panel() -> None:
         if play:
             start = 0 if state["shown"] >= inner_steps else state["shown"]
             seen = []
-            for s in ui.maml_steps(loaded, sx, sy, qx, inner_lr=inner_lr, inner_steps=inner_steps):
+            for s in adapt():
                 seen.append(s)
-                if s.step >= start:
-                    render(seen, boxes)
-                    status.caption(f"Playing: step {s.step} of {inner_steps}")
+                if s['step'] >= start:
+                    draw(seen, boxes)
+                    status.caption(f"Playing: step {s['step']} of {inner_steps}")
                     time.sleep(0.25)
             state["trajectory"], state["shown"] = seen, inner_steps
         steps = trajectory()[: state["shown"] + 1]
     except ValueError as exc:
         st.warning(str(exc))
         return
-    render(steps, boxes)
+    draw(steps, boxes)
     status.markdown(f"Adapted: step {state['shown']} of {inner_steps}" +
                     (" (done)" if state["shown"] == inner_steps else ""))
 
@@ -153,18 +161,18 @@ panel()
 
 st.subheader("ProtoNet's answer on the same task")
 try:
-    proto = photo_ui.model_for(view, "protonet")
+    proto = source.get("protonet")
     psx, psy, pqx = view.tensors(proto.image_size)
-    proto_probs = ui.predict(proto, psx, psy, pqx)
-    final = trajectory()[-1].query_probabilities
+    proto_probs = inspection.predict(proto.model, psx, psy, pqx)
+    final = trajectory()[-1]['probabilities']
     rows = []
     for j in range(len(view.queries)):
         p_pred, m_pred = int(proto_probs[j].argmax()), int(final[j].argmax())
         rows.append({"query": query_label(j),
                      "true class": "unknown" if view.truth[j] is None else view.names[view.truth[j]],
-                     f"MAML after {inner_steps} steps": f"{view.names[m_pred]} ({ui.percent(final[j, m_pred])})",
-                     "ProtoNet": f"{view.names[p_pred]} ({ui.percent(proto_probs[j, p_pred])})"})
+                     f"MAML after {inner_steps} steps": f"{view.names[m_pred]} ({render.percent(final[j, m_pred])})",
+                     "ProtoNet": f"{view.names[p_pred]} ({render.percent(proto_probs[j, p_pred])})"})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption("ProtoNet needs no gradient steps: it compares each query's embedding with the class means.")
-except (ui.ModelUnavailable, ValueError) as exc:
+except (models.ModelUnavailable, ValueError) as exc:
     st.info(str(exc))

@@ -19,6 +19,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import fewshot
+from fewshot.symbols import synthetic_symbol
 
 REPO = Path(__file__).resolve().parents[1]
 APP = str(REPO / "app.py")
@@ -101,13 +102,11 @@ def texts(at: AppTest) -> str:
 
 def canvas_state(kind: str | None, seed: int = 0) -> dict:
     """What streamlit-drawable-canvas 0.13.0 keeps in session state after a drawing (``None``: an empty canvas)."""
-    import ui
-
     if kind is None:
         image = Image.new("RGBA", (210, 210), "white")
         objects: list = []
     else:
-        image = Image.open(io.BytesIO(ui.synthetic_symbol(kind, seed=seed))).convert("RGBA")
+        image = Image.open(io.BytesIO(synthetic_symbol(kind, seed=seed))).convert("RGBA")
         objects = [{"type": "path", "path": [["M", 10, 10], ["L", 100, 100]]}]
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -225,9 +224,7 @@ def test_bad_input_gets_messages_and_keeps_the_rest(env):
     assert [at.text_input(key=f"class_name_{i}").value for i in range(5)] == SHAPES
     assert "Class 1, example 1: drawn" in texts(at) and "Query 1: drawn" in texts(at)
     # a real upload fixes class 5 and classification works
-    import ui
-
-    at.file_uploader(key="upload_s4").upload("bar.png", ui.synthetic_symbol("bar", seed=3), "image/png").run()
+    at.file_uploader(key="upload_s4").upload("bar.png", synthetic_symbol("bar", seed=3), "image/png").run()
     at.button(key="classify").click().run()
     assert not at.exception, at.exception
     assert "Prediction for Query 1 (Prototypical Networks):" in texts(at)
@@ -250,13 +247,13 @@ def test_widgets_remounted_at_their_default_keep_the_task(env):
     at.button(key="example_synthetic").click().run()
     at.text_input(key="class_name_2").set_value("my triangle").run()
     before = at.session_state["task"]
-    kept = (before["n_way"], list(before["names"][:5]), dict(before["truth"]), at.selectbox(key="build_method").value)
+    kept = (before.n_way, list(before.names[:5]), dict(before.truth), at.selectbox(key="build_method").value)
     assert kept[0] == 5 and kept[1][2] == "my triangle" and any(v is not None for v in kept[2].values())
     browser_remounts_every_widget_at_its_default(at)
     at.run()
     assert not at.exception, at.exception
     after = at.session_state["task"]
-    assert (after["n_way"], list(after["names"][:5]), dict(after["truth"]), at.selectbox(key="build_method").value) == kept
+    assert (after.n_way, list(after.names[:5]), dict(after.truth), at.selectbox(key="build_method").value) == kept
     assert "5/5 classes have examples · 5 queries" in texts(at)
 
 
@@ -314,12 +311,10 @@ def test_embedding_page_plots(env):
 
 
 def test_embedding_page_folder_source(env, tmp_path):
-    import ui
-
     for i, shape in enumerate(SHAPES[:3]):
         (tmp_path / "mine" / shape).mkdir(parents=True)
         for k in range(4):
-            (tmp_path / "mine" / shape / f"{k}.png").write_bytes(ui.synthetic_symbol(shape, seed=k))
+            (tmp_path / "mine" / shape / f"{k}.png").write_bytes(synthetic_symbol(shape, seed=k))
     (tmp_path / "mine" / "circle" / "broken.png").write_bytes(b"nope")
     at = app("embeddings")
     at.radio(key="emb_source").set_value("folder").run()
@@ -332,15 +327,35 @@ def test_embedding_page_folder_source(env, tmp_path):
 
 
 def test_inside_each_method(env):
+    """Opened first, the page explains the example task at once (no Omniglot here: the synthetic symbols)."""
     at = app("inside")
-    assert "Use the example task" in [b.label for b in at.button][0]
-    at.button[0].click().run()
-    assert not at.exception, at.exception
     out = texts(at)
+    assert "Example task" in out and not at.error and not at.warning
+    assert [link.proto.page for link in at.get("page_link")] == ["build"]  # the one way to your own task
     for title in ["Prototypical Networks", "Matching Networks", "Siamese network", "Memory-augmented network (MANN)",
                   "MAML (second order)", "Transfer baseline (pre-train + fine-tune)"]:
         assert f"Answer of {title} for Query 1:" in out, title
-    assert len(at.get("plotly_chart")) >= 9
+    assert len(at.get("plotly_chart")) >= 10
+
+
+def test_own_task_replaces_the_example_and_what_it_lacks_is_one_box(env):
+    at = app("build")
+    at.text_input(key="class_name_0").set_value("circle")
+    at.session_state["draw_s0_0"] = canvas_state("circle")
+    at.run()
+    for page in ("inside", "maml", "embeddings"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+        assert not at.error and not at.warning, page
+        lacking = [c.value for c in at.caption if c.value.startswith("Your own task is not complete yet")]
+        assert len(lacking) == 1 and "Class 2 ('Class 2') has no examples" in lacking[0], page
+        assert "Class 1 (" not in lacking[0]  # the class that has its example is not listed
+    at.switch_page("pages/build.py").run()
+    draw_task(at)
+    at.switch_page("pages/inside.py").run()
+    assert "Example task" not in texts(at)
+    assert "Answer of Prototypical Networks for Query 1:" in texts(at)
+    assert at.selectbox(key="inside_query").options == ["Query 1 (drawn query 1)"]  # the user's one query
 
 
 def test_pages_with_omniglot(with_data):
@@ -387,7 +402,7 @@ def test_you_vs_the_model(with_data):
 
 def test_cached_models_are_never_changed(env, checkpoint_dir):
     """Classifying with every method leaves the shared cached models exactly as loaded."""
-    import ui
+    from pages.lab import checkpoints
 
     st.cache_resource.clear()
     at = app("build")
@@ -397,7 +412,7 @@ def test_cached_models_are_never_changed(env, checkpoint_dir):
     assert not at.exception, at.exception
     for method in ALL_METHODS:
         path = checkpoint_dir / "lake" / f"{method}-5w1s.safetensors"
-        cached, _ = ui._load_model(str(path), path.stat().st_mtime, "cpu")
+        cached, _ = checkpoints.cached_model(str(path), path.stat().st_mtime, "cpu")
         fresh, _ = fewshot.load_checkpoint(path)
         assert not cached.training
         for (name, a), (_, b) in zip(cached.state_dict().items(), fresh.state_dict().items()):

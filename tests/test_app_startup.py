@@ -14,13 +14,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Run in a fresh interpreter: this process has long imported torch and ui.
+# Run in a fresh interpreter: this process has long imported torch and the lab.
 CHILD = r"""
 import asyncio, gc, json, sys, threading
 sys.path.insert(0, sys.argv[1])
 import app  # what `streamlit run app.py` does at server start (module name "app", not "__main__")
 import streamlit as st
-out = {"is_st_app": isinstance(app.app, st.App), "heavy_after_import": [m for m in ("ui", "torch", "fewshot") if m in sys.modules]}
+out = {"is_st_app": isinstance(app.app, st.App), "heavy_after_import": [m for m in ("pages.lab.runtime", "torch", "fewshot") if m in sys.modules]}
 
 async def serve_start():
     async with app.lifespan(app.app):
@@ -35,8 +35,8 @@ out["later_before_first_page"] = [m for m in app.LATER_MODULES if m in sys.modul
 app.first_page_done.set()  # what the router does after its first page
 warm[0].join(120)
 out["warm"] = {m: m in sys.modules for m in app.FIRST_PAGE_MODULES + app.LATER_MODULES}
-import ui
-ui.configure_torch()
+from pages.lab import runtime
+runtime.configure_torch()
 out["frozen"] = gc.get_freeze_count()
 print(json.dumps(out))
 """
@@ -56,7 +56,7 @@ def test_streamlit_run_finds_the_asgi_app_and_importing_it_does_not_run_the_rout
     assert out["heavy_after_import"] == [], "importing app.py ran the router (or imported torch) at server start"
     assert out["warm_up_threads"] == 1
     assert all(out["warm"].values()), f"the warm-up did not import: {out['warm']}"
-    assert "ui" in out["warm"] and "pandas" in out["warm"]
+    assert "pages.lab.runtime" in out["warm"] and "pandas" in out["warm"]
     assert out["later_before_first_page"] == [], "the later pages' modules were imported before the first page"
     # configure_torch freezes the objects of the imports, so Streamlit's gc.collect() after each run skips them
     assert out["frozen"] > 50_000

@@ -59,9 +59,9 @@ def _jpeg(image: Image.Image, **kwargs) -> bytes:
 
 
 def _symbol() -> Image.Image:
-    import ui
+    from fewshot.symbols import synthetic_symbol
 
-    return Image.open(io.BytesIO(ui.synthetic_symbol("zigzag", seed=5))).convert("L")
+    return Image.open(io.BytesIO(synthetic_symbol("zigzag", seed=5))).convert("L")
 
 
 def _noise_png() -> bytes:
@@ -140,9 +140,9 @@ APP_UPLOADS = {
 def _kept(at: AppTest) -> dict:
     """Everything the user entered, as session state holds it."""
     store = at.session_state["task"]
-    return {"names": list(store["names"][:store["n_way"]]), "drawn": sorted(store["drawn"]),
-            "uploads": {slot: sorted(items) for slot, items in store["uploads"].items() if items},
-            "shape": (store["n_way"], store["n_shot"], store["n_queries"]),
+    return {"names": list(store.names[:store.n_way]), "drawn": sorted(store.drawn),
+            "uploads": {slot: sorted(items) for slot, items in store.uploads.items() if items},
+            "shape": (store.n_way, store.n_shot, store.n_queries),
             "method": at.session_state["build_method"] if "build_method" in at.session_state else None}
 
 
@@ -176,7 +176,7 @@ def user(checkpoint_dir, tmp_path_factory):  # noqa: F811
     then undoes it (as the user would) and checks the task classifies again."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    import ui
+    from fewshot.symbols import synthetic_symbol
 
     original = PagesManager.__init__
 
@@ -189,7 +189,7 @@ def user(checkpoint_dir, tmp_path_factory):  # noqa: F811
         mp.setenv("FEWSHOT_DATA_DIR", str(tmp_path_factory.mktemp("no-omniglot") / "none"))
         mp.setattr(PagesManager, "__init__", init)
         at = app("build")
-        at.file_uploader(key="upload_s0").upload("extra.png", ui.synthetic_symbol("circle", seed=42), "image/png")
+        at.file_uploader(key="upload_s0").upload("extra.png", synthetic_symbol("circle", seed=42), "image/png")
         at.selectbox(key="build_method").set_value("protonet")
         draw_task(at)
         _no_traceback(at)
@@ -203,7 +203,7 @@ def _classifies(at: AppTest) -> bool:
 
 
 def _uploader_key(at: AppTest, slot: str) -> str:
-    generation = at.session_state["task"].get("uploader_generation", 0)
+    generation = at.session_state["task"].uploader_generation
     return f"upload_{slot}" if generation == 0 else f"upload_{slot}_g{generation}"
 
 
@@ -214,10 +214,10 @@ def test_app_upload(user, case):
     key = _uploader_key(at, "s1")
     at.file_uploader(key=key).upload(spec.name, spec.data(), spec.mime).run()
     _no_traceback(at)
-    bucket = at.session_state["task"]["uploads"].get("s1", {})
+    bucket = at.session_state["task"].uploads.get("s1", {})
     if spec.message is None:
         assert not _errors(at), _errors(at)
-        assert [u["name"] for u in bucket.values()] == [spec.name]
+        assert [u.name for u in bucket.values()] == [spec.name]
         assert "1 uploaded example(s) of class 2" in texts(at)
         _assert_kept(at, before, except_slot="s1")
     else:
@@ -228,7 +228,7 @@ def test_app_upload(user, case):
         _assert_kept(at, before)
     at.file_uploader(key=key).set_value([]).run()  # the user takes the file away again
     _no_traceback(at)
-    assert not at.session_state["task"]["uploads"].get("s1") and not _errors(at)
+    assert not at.session_state["task"].uploads.get("s1") and not _errors(at)
     _assert_kept(at, before)
 
 
@@ -396,9 +396,9 @@ def cli_files(tmp_path_factory) -> dict[str, Path]:
     for c, shape in enumerate(("circle", "cross", "bar")):
         (support / shape).mkdir(parents=True)
         for k in range(3):
-            import ui
+            from fewshot.symbols import synthetic_symbol
 
-            (support / shape / f"{k}.png").write_bytes(ui.synthetic_symbol(shape, seed=10 * c + k))
+            (support / shape / f"{k}.png").write_bytes(synthetic_symbol(shape, seed=10 * c + k))
     files["support"] = support
     files["query"] = next((support / "circle").iterdir())
     proto = fewshot.build_model("protonet", hidden=8)

@@ -21,6 +21,8 @@ import pytest
 import torch
 
 import fewshot
+from fewshot import inspection
+from fewshot.symbols import synthetic_task
 
 # Fixtures and helpers of the AppTest suite (the same checkpoints, the same app.py-every-run workaround).
 from test_app import APP, SHAPES, canvas_state, checkpoint_dir, env, run_app_py_every_time, texts  # noqa: F401
@@ -44,26 +46,23 @@ def _differences(model: torch.nn.Module, snapshot: dict[str, torch.Tensor]) -> l
 
 def _task(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A 5-way 1-shot task of synthetic symbols with 5 queries; every seed gives other drawings."""
-    import ui
-
-    example = ui.synthetic_task(5, 1, 1, seed=seed)
-    support = torch.stack([fewshot.preprocess_image(pngs[0], 28, center=True) for pngs in example["support"]])
-    queries = torch.stack([fewshot.preprocess_image(png, 28, center=True) for png, _ in example["queries"]])
+    example = synthetic_task(5, 1, 1, seed=seed)
+    support = torch.stack([fewshot.preprocess_image(pngs[0], 28, center=True) for pngs in example.support])
+    queries = torch.stack([fewshot.preprocess_image(png, 28, center=True) for png, _ in example.queries])
     return support, torch.arange(5), queries
 
 
 def _everything(loaded, sx, sy, qx) -> dict[str, np.ndarray]:
     """Every adaptation the app (and the library) runs on a shared model, with its results."""
-    import ui
-
-    out = {"predict": ui.predict(loaded, sx, sy, qx)}
-    out.update({f"explain:{k}": v for k, v in ui.explain(loaded, sx, sy, qx).items()})
     model = loaded.model
+    out = {"predict": inspection.predict(model, sx, sy, qx)}
+    out.update({f"explain:{k}": v for k, v in inspection.explain(model, sx, sy, qx).items()})
     if loaded.method in ("maml", "fomaml"):
-        steps = list(ui.maml_steps(loaded, sx, sy, qx, inner_lr=0.4, inner_steps=3))
-        out["maml_steps"] = np.stack([s.query_probabilities for s in steps])
-        weights = ui.maml_weights_at(loaded, sx, sy, inner_lr=0.4, step=2)
-        out["maml_features"] = ui.features(loaded, torch.cat([sx, qx]), maml_weights=weights, n_support=len(sx))
+        steps = list(inspection.adaptation(model, sx, sy, qx, inner_lr=0.4, inner_steps=3))
+        out["maml_steps"] = np.stack([inspection.step_probabilities(s, 5) for s in steps])
+        out["layer_change"] = np.array([list(inspection.layer_change(steps[0], s).values()) for s in steps])
+        weights = inspection.adapted_weights(model, sx, sy, inner_lr=0.4, step=2)
+        out["maml_features"] = inspection.embed(model, torch.cat([sx, qx]), maml_weights=weights, n_support=len(sx))
         # the library's own entry points, called on the shared module itself
         out["adaptation"] = np.stack([s.support_loss for s in model.adaptation(sx, sy, qx, inner_steps=2)])
         start = {k: v.detach().requires_grad_() for k, v in model.meta_weights().items()}
@@ -74,20 +73,20 @@ def _everything(loaded, sx, sy, qx) -> dict[str, np.ndarray]:
         out["adapt_steps"] = np.stack([s.support_loss for s in fewshot.adapt_steps(
             model.net, model.meta_weights(), model.buffers_copy(), sx, sy, inner_lr=0.4, inner_steps=2)])
     else:
-        out["features"] = ui.features(loaded, torch.cat([sx, qx]))
+        out["features"] = inspection.embed(model, torch.cat([sx, qx]))
     return out
 
 
 @pytest.fixture()
 def shared_models(tmp_path):
-    """The app's cached models (``ui._load_model``, the ``st.cache_resource`` every session gets).
+    """The app's cached models (``checkpoints.cached_model``, the ``st.cache_resource`` every session gets).
 
     Small (16 filters) so that many adaptations run in seconds; BatchNorm running statistics are moved off
     their initial values so that any update of them shows.
     """
     import streamlit as st
 
-    import ui
+    from pages.lab import checkpoints
 
     st.cache_resource.clear()
     torch.manual_seed(0)
@@ -105,15 +104,13 @@ def shared_models(tmp_path):
                 if buf.is_floating_point():
                     buf.add_(torch.rand_like(buf))
         path = fewshot.save_checkpoint(tmp_path / f"{method}.safetensors", model.eval(), method=method)
-        model, meta = ui._load_model(str(path), path.stat().st_mtime, "cpu")
-        models[method] = ui.Loaded(method, model, meta, str(path), f"{path}:cpu")
+        model, meta = checkpoints.cached_model(str(path), path.stat().st_mtime, "cpu")
+        models[method] = checkpoints.Loaded(method, model, meta, str(path), f"{path}:cpu")
     yield models
     st.cache_resource.clear()
 
 
 def test_many_adaptations_from_many_threads_leave_shared_models_bit_identical(shared_models):
-    import ui
-
     before = {m: _snapshot(loaded.model) for m, loaded in shared_models.items()}
     tasks = [_task(seed) for seed in range(THREADS)]
     # what a lone user gets, one task after another
@@ -155,7 +152,6 @@ def test_many_adaptations_from_many_threads_leave_shared_models_bit_identical(sh
         spoiled.backbone(tasks[0][0])
     assert any(k.startswith("buffer:") and "running_mean" in k
                for k in _differences(spoiled, before["protonet"])), "a BatchNorm update went unnoticed"
-    assert ui.Loaded  # (ui imported: the cache the app uses)
 
 
 # ------------------------------------------------------------------------------------------------ AppTest sessions
@@ -179,7 +175,7 @@ def _session(k: int, barrier: threading.Barrier) -> dict:
     at.selectbox(key="build_method").set_value("protonet")
     at.button(key="classify").click().run()
     return {"names": names, "query": query, "exceptions": list(at.exception), "texts": texts(at),
-            "store_names": list(at.session_state["task"]["names"][:5]),
+            "store_names": list(at.session_state["task"].names[:5]),
             "results": at.session_state["build_results"] if "build_results" in at.session_state else None}
 
 

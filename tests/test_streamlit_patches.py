@@ -1,4 +1,4 @@
-"""streamlit_patches.py: an upload's URL answer survives the queue clear at the start of a script run; the start-up
+"""pages/lab/patches.py: an upload's URL answer survives the queue clear at the start of a script run; the start-up
 component scan finds the same packages from metadata headers alone."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from streamlit.runtime.forward_msg_queue import ForwardMsgQueue
 
-import streamlit_patches
+from pages.lab import patches
 
 
 def queue_with_an_upload_answer_waiting() -> ForwardMsgQueue:
@@ -35,8 +35,8 @@ def test_streamlit_itself_drops_the_answer_when_a_run_starts():
 
 
 def test_patched_queue_keeps_the_answer_and_drops_the_rest():
-    assert streamlit_patches.keep_upload_answers_through_queue_clears()
-    assert streamlit_patches.keep_upload_answers_through_queue_clears()  # twice: still one patch
+    assert patches.keep_upload_answers_through_queue_clears()
+    assert patches.keep_upload_answers_through_queue_clears()  # twice: still one patch
     queue = queue_with_an_upload_answer_waiting()
     queue.clear(retain_lifecycle_msgs=True)  # what a script run's start does
     msgs = queue.flush()
@@ -52,8 +52,8 @@ def test_component_filter_on_headers_alone_picks_the_same_packages():
 
     from streamlit.components.v2 import manifest_scanner
 
-    assert streamlit_patches.read_component_metadata_headers_only()
-    assert streamlit_patches.read_component_metadata_headers_only()  # twice: still one patch
+    assert patches.read_component_metadata_headers_only()
+    assert patches.read_component_metadata_headers_only()  # twice: still one patch
     patched = manifest_scanner._is_likely_streamlit_component_package
     original = patched._fewshot_original
     dists = list(importlib.metadata.distributions())
@@ -71,7 +71,7 @@ def test_component_filter_reads_the_headers_not_the_description(tmp_path):
 
     from streamlit.components.v2 import manifest_scanner
 
-    streamlit_patches.read_component_metadata_headers_only()
+    patches.read_component_metadata_headers_only()
     patched = manifest_scanner._is_likely_streamlit_component_package
     info = tmp_path / "plotting_helpers-1.0.dist-info"
     info.mkdir()

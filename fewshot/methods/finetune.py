@@ -95,3 +95,13 @@ class FineTuneBaseline(FewShotClassifier):
         self._require_support()
         assert self.head is not None
         return F.linear(self._features(query_images, self.backbone_weights), *self.head)
+
+    def explain(self, query_images: Tensor) -> dict[str, Tensor]:
+        """The fitted head at work: ``scores (Q, n_way)``, its score of each class (the logits), and
+        ``feature_norms (Q,)``, the length of each query's feature vector the head reads."""
+        self._require_support()
+        assert self.head is not None
+        features = self._features(query_images, self.backbone_weights)
+        scores = F.linear(features, *self.head)
+        return {"probabilities": torch.softmax(scores.float(), dim=1), "scores": scores,
+                "feature_norms": features.norm(dim=1)}

@@ -133,6 +133,7 @@ class MANN(FewShotClassifier):
                        "label_vote": label_vote}
         self.state: MemoryState | None = None
         self.last_read_weights: list[Tensor] = []
+        self.support_order: Tensor | None = None  # the order the last support set was read (and written) in
 
     def initial_state(self, batch: int, device: torch.device, dtype: torch.dtype) -> MemoryState:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
@@ -206,8 +207,25 @@ class MANN(FewShotClassifier):
         order = torch.randperm(len(support_labels), generator=torch.Generator().manual_seed(0)).to(support_labels.device)
         features = self.backbone(support_images[order]).flatten(1)
         _, self.state, self.last_read_weights = self.run_sequence(features, support_labels[order])
+        self.support_order = order
         self._task_way = int(support_labels.max()) + 1
         self._support_ready = True
+
+    @property
+    def fixed_way(self) -> int:
+        return self.n_way
+
+    def explain(self, query_images: Tensor) -> dict[str, Tensor]:
+        """The memory at work: ``support_order (T,)``, the support examples in the order they were written (index
+        into the support set); ``support_reads (T, read_heads, slots)``, the read weights at each of those steps;
+        ``query_reads (Q, read_heads, slots)``, each query's read (a query is the step after the support set)."""
+        self._require_support()
+        assert self.state is not None and self.support_order is not None
+        features = self.backbone(query_images).flatten(1)
+        logits, state = self.step(features, self.state.expand(features.shape[0]))
+        return {"probabilities": torch.softmax(logits[:, : self._task_way].float(), dim=1),
+                "support_order": self.support_order, "support_reads": torch.stack(self.last_read_weights),
+                "query_reads": state.read_weights}
 
     def forward(self, query_images: Tensor) -> Tensor:
         """Each query is presented as the step after the support sequence (independently of the others)."""

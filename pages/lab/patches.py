@@ -1,5 +1,5 @@
 """Two changes to Streamlit 1.67, applied by ``app.py`` before anything else: one fix the lab needs under load,
-and one start-up cost cut.
+and one start-up cost cut. Importing this module changes nothing; calling each function applies its patch.
 
 **Uploads lost when a script run starts.** To upload a file the browser first asks the server for upload URLs
 (a ``file_urls_request``); the answer (``file_urls_response``) waits in the session's outgoing message queue
