@@ -21,12 +21,14 @@ from torch import Tensor, nn
 from .functional import functional_call  # thread-safe: the app's cached models are shared by sessions
 from .methods.maml import Weights, adapt
 
-__all__ = ["AMPLITUDE_RANGE", "PHASE_RANGE", "X_RANGE", "SineBatch", "SineTaskSampler", "per_task_mse",
+__all__ = ["AMPLITUDE_RANGE", "PHASE_RANGE", "X_RANGE", "DIVERGED_MSE", "SineBatch", "SineTaskSampler", "per_task_mse",
            "stack_weights", "adaptation_curves", "evaluate_sine", "SineResult", "query_grid"]
 
 AMPLITUDE_RANGE = (0.1, 5.0)
 PHASE_RANGE = (0.0, math.pi)
 X_RANGE = (-5.0, 5.0)
+# Above this mean-squared error SGD has diverged on a sine: predicting 0 everywhere costs at most A^2 / 2 = 12.5.
+DIVERGED_MSE = 100.0
 
 
 @dataclass(frozen=True)
@@ -132,12 +134,19 @@ def adaptation_curves(model: nn.Module, support_x: Tensor, support_y: Tensor, x:
 
 @dataclass(frozen=True)
 class SineResult:
-    """Mean-squared error over ``n_tasks`` sines after ``steps`` inner steps, with its 95% confidence interval."""
+    """Mean-squared error over ``n_tasks`` sines after ``steps`` inner steps, with its 95% confidence interval.
+
+    A sine on which SGD diverged (an error that is not finite or above :data:`DIVERGED_MSE`) would make the mean
+    meaningless (infinite, or one sine outweighing a thousand): those are counted in ``diverged`` and ``mse`` /
+    ``ci95`` are over the others; ``median`` is over all sines.
+    """
 
     steps: int
     mse: float
     ci95: float
     n_tasks: int
+    median: float
+    diverged: int
 
 
 def evaluate_sine(model: nn.Module, *, n_tasks: int, n_shot: int, steps: tuple[int, ...] = (0, 1, 10),
@@ -174,6 +183,9 @@ def evaluate_sine(model: nn.Module, *, n_tasks: int, n_shot: int, steps: tuple[i
     results = []
     for step in steps:
         errors = torch.cat(per_step[step]).double()
-        ci = 1.96 * errors.std().item() / math.sqrt(errors.numel()) if errors.numel() > 1 else float("nan")
-        results.append(SineResult(step, errors.mean().item(), ci, errors.numel()))
+        median = errors.nan_to_num(nan=math.inf, posinf=math.inf).median().item()
+        fine = errors[torch.isfinite(errors) & (errors <= DIVERGED_MSE)]
+        ci = 1.96 * fine.std().item() / math.sqrt(fine.numel()) if fine.numel() > 1 else float("nan")
+        mean = fine.mean().item() if fine.numel() else float("nan")
+        results.append(SineResult(step, mean, ci, errors.numel(), median, errors.numel() - fine.numel()))
     return results

@@ -17,7 +17,8 @@ import streamlit as st
 import torch
 
 import fewshot
-from fewshot.sine import AMPLITUDE_RANGE, PHASE_RANGE, X_RANGE, SineTaskSampler, adaptation_curves, query_grid
+from fewshot.sine import (AMPLITUDE_RANGE, DIVERGED_MSE, PHASE_RANGE, X_RANGE, SineTaskSampler, adaptation_curves,
+                          query_grid)
 
 MAX_STEPS = 10
 MAX_POINTS = 20
@@ -181,6 +182,22 @@ for name, (model, _) in models.items():
     true_mse = ((predictions - truth) ** 2).mean(1) if truth is not None else None
     curves[name] = (predictions, support_mse, true_mse)
 
+
+def _diverged(values: torch.Tensor) -> torch.Tensor:
+    return ~torch.isfinite(values) | (values > DIVERGED_MSE)
+
+
+diverged_at = {}  # model -> the first step at which SGD has blown up on these points
+for name, (_, support_mse, true_mse) in curves.items():
+    bad = _diverged(support_mse) | (_diverged(true_mse) if true_mse is not None else False)
+    if bool(bad.any()):
+        diverged_at[name] = int(bad.nonzero()[0])
+
+
+def _plottable(values: torch.Tensor, limit: float) -> list[float | None]:
+    """Gaps (None) where SGD has blown up: plotly gets no NaN/inf, and the axes keep a readable scale."""
+    return [v if math.isfinite(v) and abs(v) <= limit else None for v in values.tolist()]
+
 b1, b2, b3, b4 = st.columns([1, 1, 1, 3])
 if b1.button("Step", key="sine_step_btn", disabled=s["sine_step"] >= MAX_STEPS, use_container_width=True):
     s["sine_step"] = min(s["sine_step"] + 1, MAX_STEPS)
@@ -195,7 +212,7 @@ def curve_figure(step: int) -> go.Figure:
     if truth is not None:
         fig.add_scatter(x=x, y=truth.tolist(), name="true sine", line={"color": "#444", "dash": "dot"})
     for name, (predictions, _, _) in curves.items():
-        fig.add_scatter(x=x, y=predictions[step].tolist(), name=f"{MODELS[name]}, {step} step{'s' * (step != 1)}",
+        fig.add_scatter(x=x, y=_plottable(predictions[step], 1e3), name=f"{MODELS[name]}, {step} step{'s' * (step != 1)}",
                         line={"color": COLOURS[name]})
     fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", name=f"the {len(points)} points",
                     marker={"color": "black", "size": 10, "symbol": "circle"})
@@ -210,10 +227,10 @@ def loss_figure(step: int) -> go.Figure:
     fig = go.Figure()
     steps = list(range(step + 1))
     for name, (_, support_mse, true_mse) in curves.items():
-        fig.add_scatter(x=steps, y=support_mse[: step + 1].tolist(), name=f"{MODELS[name]}: on the K points",
+        fig.add_scatter(x=steps, y=_plottable(support_mse[: step + 1], DIVERGED_MSE), name=f"{MODELS[name]}: on the K points",
                         mode="lines+markers", line={"color": COLOURS[name]})
         if true_mse is not None:
-            fig.add_scatter(x=steps, y=true_mse[: step + 1].tolist(), name=f"{MODELS[name]}: on the whole sine",
+            fig.add_scatter(x=steps, y=_plottable(true_mse[: step + 1], DIVERGED_MSE), name=f"{MODELS[name]}: on the whole sine",
                             mode="lines+markers", line={"color": COLOURS[name], "dash": "dot"})
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"title": "step",
                       "range": [-0.3, MAX_STEPS + 0.3]}, yaxis={"title": "mean-squared error", "rangemode": "tozero"},
@@ -228,8 +245,16 @@ def show(step: int, holder) -> None:
         for col, (name, (_, support_mse, true_mse)) in zip(cols, curves.items()):
             shown = true_mse if true_mse is not None else support_mse
             what = "MSE on the whole sine" if true_mse is not None else "MSE on the points"
+            if name in diverged_at and step >= diverged_at[name]:
+                col.metric(f"{MODELS[name]}: {what}", "diverged")
+                continue
             col.metric(f"{MODELS[name]}: {what}", f"{float(shown[step]):.3f}",
                        delta=f"{float(shown[step] - shown[0]):+.3f} since step 0" if step else None, delta_color="inverse")
+        for name, first in diverged_at.items():
+            if step >= first:
+                st.warning(f"{MODELS[name]} diverged at step {first} on these points: a step of {inner_lr:g} is too "
+                           "large where its loss is this steep, so each step overshoots further. Lower the inner "
+                           "learning rate to see it settle.")
         st.plotly_chart(curve_figure(step), key=f"sine_curve_{step}", use_container_width=True)
         st.plotly_chart(loss_figure(step), key=f"sine_loss_{step}", use_container_width=True)
 

@@ -128,6 +128,14 @@ def test_evaluate_sine_is_deterministic_and_batching_does_not_change_it():
         evaluate_sine(net, n_tasks=3, n_shot=5, steps=(-1,))
 
 
+def test_sines_on_which_sgd_diverges_are_counted_not_averaged():
+    net = MLPRegressor()
+    calm, wild = evaluate_sine(net, n_tasks=40, n_shot=5, steps=(3,), inner_lr=0.01, seed=1)[0], \
+        evaluate_sine(net, n_tasks=40, n_shot=5, steps=(3,), inner_lr=1e4, seed=1)[0]
+    assert calm.diverged == 0 and math.isfinite(calm.mse) and calm.median <= 12.5 * 4
+    assert wild.diverged == 40 and math.isnan(wild.mse) and wild.median == math.inf
+
+
 def test_training_is_seeded_and_learns():
     config = SineTrainConfig(mode="maml", iterations=300, meta_batch_size=5, log_every=100, val_tasks=50)
     nets = [MLPRegressor(), MLPRegressor()]

@@ -87,6 +87,16 @@ def test_points_typed_by_hand(page):
     assert _step_caption(at) == "STEP 1/10"
 
 
+def test_a_step_size_that_blows_up_is_shown_as_divergence(page):
+    at = page
+    at.text_area(key="sine_points_text").set_value("-4.5, 10\n-4, -10\n4, 10\n4.5, -10")
+    at.text_input(key="sine_lr_text").set_value("0.5").run()
+    at.button(key="sine_play").click().run()
+    assert not at.exception and _step_caption(at) == "STEP 10/10"
+    assert any("diverged at step" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "diverged" in [m.value for m in at.metric]
+
+
 @pytest.mark.parametrize("text, lr, message", [
     ("1, abc", "0.01", "must be numbers"),
     ("1 2 3", "0.01", "one point per line"),
