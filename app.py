@@ -28,6 +28,8 @@ if __name__ == "__main__":
         st.Page("pages/maml.py", title="Watch MAML adapt", icon=":material/animation:", url_path="maml"),
         st.Page("pages/sine.py", title="MAML on sine waves", icon=":material/show_chart:", url_path="sine"),
         st.Page("pages/embeddings.py", title="Embedding explorer", icon=":material/scatter_plot:", url_path="embeddings"),
+        st.Page("pages/train_live.py", title="Watch meta-training", icon=":material/model_training:",
+                url_path="train"),
         st.Page("pages/benchmark.py", title="Benchmark", icon=":material/bar_chart:", url_path="benchmark"),
         st.Page("pages/inside.py", title="Inside each method", icon=":material/manage_search:", url_path="inside"),
         st.Page("pages/human.py", title="You vs the model", icon=":material/person:", url_path="human"),

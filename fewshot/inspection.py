@@ -21,12 +21,13 @@ import torch
 from torch import Tensor
 
 from .embedding import extract_features
-from .methods import MAML, AdaptStep, FewShotClassifier
+from .methods import MAML, AdaptStep, FewShotClassifier, MatchingNetwork
 from .tasks import Task
 from .training import EvalResult, evaluate
 
 __all__ = ["PointSet", "adapted_weights", "adaptation", "benchmark", "check_way", "embed", "embed_points",
-           "explain", "layer_change", "layer_name", "predict", "private_copy", "step_probabilities"]
+           "embedding_metric", "explain", "layer_change", "layer_name", "predict", "private_copy", "query_predictions",
+           "step_probabilities"]
 
 
 def _support_statistics(model: MAML) -> None:
@@ -235,6 +236,32 @@ def embed_points(model: FewShotClassifier, points: PointSet, *, maml_step: int |
         protos.append(feats[(classes == name) & (roles == "support")].mean(0))
         proto_rows.append({"class": name, "role": "prototype", "label": f"{name} (prototype)"})
     return (np.concatenate([feats, np.stack(protos)]) if protos else feats).astype(np.float32), proto_rows
+
+
+def query_predictions(model: FewShotClassifier, points: PointSet) -> dict[int, str]:
+    """The class the model takes each query point for, the support points being its support set:
+    ``{point index: predicted class name}`` (empty with fewer than two support classes or no queries).
+
+    Raises:
+        ValueError: the model cannot answer a task of that many classes (the message says why).
+    """
+    support = [i for i, row in enumerate(points.rows) if row["role"] == "support"]
+    queries = [i for i, row in enumerate(points.rows) if row["role"] == "query"]
+    names = list(dict.fromkeys(points.rows[i]["class"] for i in support))
+    if len(names) < 2 or not queries:
+        return {}
+    labels = torch.tensor([names.index(points.rows[i]["class"]) for i in support], dtype=torch.long)
+    probabilities = predict(model, torch.stack([points.images[i] for i in support]), labels,
+                            torch.stack([points.images[i] for i in queries]))
+    return {i: names[int(p.argmax())] for i, p in zip(queries, probabilities)}
+
+
+def embedding_metric(model: FewShotClassifier) -> str:
+    """How the method compares embeddings (for :func:`fewshot.embedding.nearest_neighbours`): ``"cosine"`` for
+    Matching Networks and a cosine ProtoNet, else ``"euclidean"``."""
+    if isinstance(model, MatchingNetwork) or getattr(model, "distance", None) == "cosine":
+        return "cosine"
+    return "euclidean"
 
 
 def benchmark(model: FewShotClassifier, tasks: Iterable[Task]) -> EvalResult:

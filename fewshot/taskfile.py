@@ -41,7 +41,7 @@ MODES = ("drawn", "photo")
 MIN_WAY, MAX_WAY = 2, 10
 MIN_SHOT, MAX_SHOT = 1, 5
 MAX_QUERIES = 50
-MAX_NAME_CHARS = 100
+MAX_NAME_CHARS = 40  # the Build page's class-name box
 # Zip limits are fewshot.safezip's; a full photo task (10 x 5 photos + 50 queries, each at most MAX_SIDE) fits well.
 MAX_MANIFEST_BYTES = 2**20
 MAX_SIDE = 1024  # images are stored at most this many pixels on their longer side (photos are downscaled)

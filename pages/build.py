@@ -4,7 +4,7 @@ import streamlit as st
 
 import fewshot
 from fewshot import inspection
-from pages.lab import examples, images, models, render, task, widgets
+from pages.lab import examples, images, models, render, share, task, widgets
 from pages.lab.runtime import require_router, trace
 
 require_router()
@@ -77,9 +77,12 @@ with st.container(border=True):
                 widgets.canvas_cell(key, f"Query {j + 1}")
                 widgets.truth_select(key, f"truth_{key}", names, "True class (optional)")
 
+# ---- share: the task as one file, or a file as the task
+view = task.collect()
+share.panel(view, mode)
+
 # ---- classify
 st.subheader("Classify")
-view = task.collect()
 source = models.source(mode.key)
 methods = source.methods()
 if not methods:

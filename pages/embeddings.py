@@ -8,6 +8,7 @@ import streamlit as st
 import fewshot
 
 from fewshot import inspection
+from fewshot.embedding import nearest_neighbours
 from pages.lab import data, examples, images, models, points as point_sets, render, task, widgets
 from pages.lab.runtime import require_router
 
@@ -15,8 +16,9 @@ require_router()
 
 st.title("Embedding explorer")
 st.markdown("Each point is one image embedded by the chosen model's backbone, mapped to 2-D with t-SNE or PCA. "
-            "Hover a point to see what it is; click it to see the image. Stars are class prototypes (the mean "
-            "embedding of a class's support examples).")
+            "Hover a point to see what it is; click it to see the image and its nearest neighbours in the model's "
+            "own embedding space. Stars are class prototypes (the mean embedding of a class's support examples); "
+            "a red cross marks a query the model gets wrong, with the class it was taken for.")
 
 view, own = examples.task_for_page(need_queries=False)
 mode = task.MODES[view.mode]  # the task builder's switch (drawn symbols or photos)
@@ -42,6 +44,11 @@ perplexity = c4.slider("t-SNE perplexity", 2, 50, key="emb_perplexity", disabled
                        **widgets.bind("emb_perplexity", 10, lo=2, hi=50),
                        help="Roughly how many neighbours each point pays attention to; clamped below the number "
                             "of points.")
+d1, d2 = st.columns([1, 1])
+show_images = d1.toggle("Draw the images at their map positions", key="emb_images",
+                        help="As embedding projectors do: every image drawn where its embedding lands.")
+k_neighbours = d2.slider("Nearest neighbours of a clicked point (k)", 1, 10, key="emb_k",
+                         **widgets.bind("emb_k", 5, lo=1, hi=10))
 loaded = models.require(mode.key, method)
 size = loaded.image_size
 if mode.models_note:
@@ -115,6 +122,35 @@ elif method in ("maml", "fomaml") and points.n_support:
                               0, 10, key="emb_maml_step", **widgets.bind("emb_maml_step", 0, lo=0, hi=10))
 
 SYMBOL_MAP = {"support": "circle", "query": "diamond", "prototype": "star", "background": "circle-open"}
+MAX_IMAGES = 600  # layout images per map; more make the browser slow
+
+# ---- the queries the model gets wrong (the support points are its support set)
+try:
+    taken_for = inspection.query_predictions(loaded.model, points)
+except ValueError as exc:
+    taken_for = {}
+    st.caption(f"Queries are not checked: {exc}")
+support_classes = {r["class"] for r in points.rows if r["role"] == "support"}
+wrong = [i for i, pred in taken_for.items() if points.rows[i]["class"] in support_classes
+         and pred != points.rows[i]["class"]]
+checked = sum(points.rows[i]["class"] in support_classes for i in taken_for)
+if checked:
+    st.caption(f"{models.method_label(method)} gets {checked - len(wrong)} of the {checked} queries with a known class "
+               "right" + (f"; the {len(wrong)} wrong one(s) are crossed in red." if wrong else "."))
+
+
+def add_images(fig, xy: np.ndarray) -> None:
+    """Every point's image drawn at its map position (the prototypes keep their stars)."""
+    n = min(len(points), MAX_IMAGES)
+    span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-6))
+    side = span * (0.07 if n <= 60 else 0.045 if n <= 200 else 0.03)
+    for i in range(n):
+        fig.add_layout_image(source=images.data_uri(picture(i, 1)), x=float(xy[i, 0]), y=float(xy[i, 1]),
+                             xref="x", yref="y", sizex=side, sizey=side, xanchor="center", yanchor="middle",
+                             layer="above")
+    fig.update_traces(marker=dict(opacity=0.35), selector=dict(type="scatter"))
+    if len(points) > MAX_IMAGES:
+        st.caption(f"The first {MAX_IMAGES} of {len(points)} images are drawn.")
 
 
 def chart(step, key: str, title: str):
@@ -123,18 +159,26 @@ def chart(step, key: str, title: str):
     frame = pd.DataFrame(points.rows + proto_rows)
     frame["x"], frame["y"], frame["point"] = xy[:, 0], xy[:, 1], np.arange(len(frame))
     frame["size"] = np.where(frame["role"] == "prototype", 16, np.where(frame["role"] == "background", 5, 10))
+    frame["taken for"] = [taken_for.get(i, "") for i in range(len(frame))]
     fig = px.scatter(frame, x="x", y="y", color="class", symbol="role", size="size", size_max=16,
                      hover_name="label", hover_data={"role": True, "class": True, "x": False, "y": False,
-                                                     "size": False, "point": False},
+                                                     "size": False, "point": False, "taken for": bool(taken_for)},
                      custom_data=["point"], title=title, symbol_map=SYMBOL_MAP,
                      color_discrete_sequence=px.colors.qualitative.D3 if frame["class"].nunique() <= 10
                      else px.colors.qualitative.Alphabet,
                      color_discrete_map={"Omniglot background": "#b0b0b0", "query (unknown class)": "#202020"})
-    fig.update_layout(height=520, legend_title_text="", margin=dict(l=10, r=10, t=50, b=10))
+    if show_images:
+        add_images(fig, xy)
+    if wrong:
+        fig.add_scatter(x=xy[wrong, 0], y=xy[wrong, 1], mode="markers", name="wrong: taken for another class",
+                        marker=dict(symbol="x-thin", size=20, line=dict(width=3, color="#d62728")),
+                        hovertext=[f"{points.rows[i]['label']}: taken for {taken_for[i]}" for i in wrong],
+                        hoverinfo="text", customdata=[[i] for i in wrong])
+    fig.update_layout(height=620 if show_images else 520, legend_title_text="", margin=dict(l=10, r=10, t=50, b=10))
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     event = st.plotly_chart(fig, key=key, on_select="rerun", selection_mode="points")
-    return event, frame
+    return event, frame, feats, xy
 
 
 def picture(i: int, scale: int):
@@ -144,16 +188,45 @@ def picture(i: int, scale: int):
     return images.display_ink(points.image(i), scale)
 
 
-def show_selection(event, frame) -> None:
+def neighbour_picture(i: int, frame) -> None:
+    row = frame.iloc[i]
+    if row["role"] == "prototype":
+        st.markdown(f"★ **{row['class']}**")
+        st.caption("prototype")
+    else:
+        st.image(picture(i, 2))
+
+
+def show_neighbours(index: int, frame, feats: np.ndarray, xy: np.ndarray) -> None:
+    """The clicked point's k nearest neighbours in the model's embedding space, and how many the map keeps."""
+    metric = inspection.embedding_metric(loaded.model)
+    found, distances = nearest_neighbours(feats, index, k_neighbours, metric=metric)
+    on_map = set(nearest_neighbours(xy, index, k_neighbours)[0].tolist())
+    st.markdown(f"**Its {len(found)} nearest neighbours in the model's {feats.shape[1]}-d embedding space** "
+                f"({metric} distance; not the 2-D map's):")
+    cols = st.columns(max(len(found), 1))
+    for col, i, d in zip(cols, found.tolist(), distances.tolist()):
+        with col:
+            neighbour_picture(i, frame)
+            same = "same class" if frame.iloc[i]["class"] == frame.iloc[index]["class"] else frame.iloc[i]["class"]
+            st.caption(f"{frame.iloc[i]['label']} · {same} · {d:.3g}")
+    kept = len(on_map & set(found.tolist()))
+    st.caption(f"On the 2-D map, {kept} of these {len(found)} are also among its {len(found)} nearest points: a map "
+               "keeps some neighbourhoods and tears others apart.")
+
+
+def show_selection(event, frame, feats: np.ndarray, xy: np.ndarray) -> None:
     selected = (event or {}).get("selection", {}).get("points", []) if event else []
-    if not selected:
-        st.caption("Click a point to see its image.")
-        return
-    custom = selected[0].get("customdata") or [None]
+    options = [None, *range(len(frame))]
+    picked = st.selectbox("Or choose a point", options, key="emb_point",
+                          format_func=lambda i: "—" if i is None else f"{frame.iloc[i]['label']} ({frame.iloc[i]['role']})")
+    custom = (selected[0].get("customdata") or [None]) if selected else [picked]
     index = custom[0]
     if index is None or not 0 <= int(index) < len(frame):
+        st.caption("Click a point (or choose one) to see its image and its nearest neighbours.")
         return
-    row = frame.iloc[int(index)]
+    index = int(index)
+    row = frame.iloc[index]
     if row["role"] == "prototype":
         members = [i for i, r in enumerate(points.rows) if r["class"] == row["class"] and r["role"] == "support"]
         st.markdown(f"**{row['label']}**: the mean of these support examples")
@@ -161,8 +234,10 @@ def show_selection(event, frame) -> None:
         for col, i in zip(cols, members):
             col.image(picture(i, 3))
     else:
-        st.markdown(f"**{row['label']}** · {row['role']} · class {row['class']}")
-        st.image(picture(int(index), 4), caption="what the model sees")
+        verdict = f" · **taken for {taken_for[index]}**" if index in wrong else ""
+        st.markdown(f"**{row['label']}** · {row['role']} · class {row['class']}{verdict}")
+        st.image(picture(index, 4), caption="what the model sees")
+    show_neighbours(index, frame, feats, xy)
 
 
 if maml_step:
@@ -170,10 +245,10 @@ if maml_step:
     with left:
         chart(0, "emb_chart_before", "Before adaptation (meta-learned weights)")
     with right:
-        event, frame = chart(maml_step, "emb_chart", f"After {maml_step} inner step(s)")
+        event, frame, feats, xy = chart(maml_step, "emb_chart", f"After {maml_step} inner step(s)")
 else:
-    event, frame = chart(maml_step, "emb_chart",
-                         f"{projection} of {models.method_label(method)} embeddings ({len(points)} images)")
-show_selection(event, frame)
+    event, frame, feats, xy = chart(maml_step, "emb_chart",
+                                    f"{projection} of {models.method_label(method)} embeddings ({len(points)} images)")
+show_selection(event, frame, feats, xy)
 st.caption(f"Map: {projection}" + (f", perplexity {perplexity} (clamped below the number of points), seed 0"
                                      if projection == "t-SNE" else "") + ". 2-D maps are cached.")

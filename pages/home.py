@@ -97,6 +97,12 @@ if known:
 st.divider()
 st.markdown("Next: **Build a task** to draw your own classes, **Watch MAML adapt** to see gradient steps "
             "happen, or **You vs the model** to compare yourself with the networks.")
+st.markdown("For a class: **Build a task** also downloads the task as one file (images, names and true classes) "
+            "that anyone can load back, and loads a zip of class folders. **Watch meta-training** trains a small "
+            "model while you watch its loss, its accuracy on characters it never sees and its embedding space "
+            "organising itself; the result can be picked on the other pages. The **Embedding explorer** draws the "
+            "images at their map positions, shows a point's nearest neighbours in the model's own embedding space "
+            "and crosses out the queries the model gets wrong.")
 st.markdown("**MAML on sine waves** is the MAML paper's first experiment: pick a few points of a sine and watch the "
             "meta-learned network snap to the curve in one or two gradient steps, while a network pre-trained on all "
             "sines at once does not.")

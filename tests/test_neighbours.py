@@ -54,3 +54,64 @@ def test_bad_arguments(kwargs, fragment):
 def test_non_finite_features_are_refused():
     with pytest.raises(ValueError, match="NaN or infinite"):
         nearest_neighbours(np.array([[0.0, np.nan], [1.0, 1.0]]), 0)
+
+
+# --- the lab's wrong queries and metric (fewshot.inspection) ----------------------------------------------
+
+
+def _points(query_class: str, query_image: torch.Tensor):
+    from fewshot.inspection import PointSet
+
+    points = PointSet()
+    for name, row in (("top", 0), ("bottom", 7)):
+        for shift in (0, 1):
+            image = torch.zeros(1, 8, 8)
+            image[0, row, shift:shift + 4] = 1.0
+            points.add(image, name, "support", f"{name} {shift}")
+    points.add(query_image, query_class, "query", "the query")
+    return points
+
+
+def test_query_predictions_name_the_class_a_query_is_taken_for():
+    from fewshot import PrototypicalNetwork
+    from fewshot.inspection import query_predictions
+
+    model = PrototypicalNetwork(torch.nn.Flatten()).eval()  # pixels as features: the nearest prototype wins
+    bottom_stroke = torch.zeros(1, 8, 8)
+    bottom_stroke[0, 7, 2:6] = 1.0
+    points = _points("top", bottom_stroke)  # labelled "top", drawn like the bottom class
+    assert query_predictions(model, points) == {4: "bottom"}
+    assert query_predictions(model, _points("bottom", bottom_stroke)) == {4: "bottom"}
+
+
+def test_query_predictions_need_two_classes_and_a_query():
+    from fewshot import PrototypicalNetwork
+    from fewshot.inspection import PointSet, query_predictions
+
+    model = PrototypicalNetwork(torch.nn.Flatten()).eval()
+    points = PointSet()
+    points.add(torch.zeros(1, 8, 8), "only", "support", "a")
+    points.add(torch.ones(1, 8, 8), "only", "query", "b")
+    assert query_predictions(model, points) == {}
+
+
+def test_query_predictions_report_a_head_too_narrow():
+    from fewshot import MAML
+    from fewshot.inspection import PointSet, query_predictions
+
+    points = PointSet()
+    for c in range(3):
+        points.add(torch.rand(1, 28, 28), f"c{c}", "support", f"c{c}")
+    points.add(torch.rand(1, 28, 28), "c0", "query", "q")
+    with pytest.raises(ValueError, match="2-way output head"):
+        query_predictions(MAML(n_way=2, hidden=8).eval(), points)
+
+
+def test_embedding_metric_follows_the_method():
+    from fewshot import MatchingNetwork, PrototypicalNetwork, SiameseNetwork
+    from fewshot.inspection import embedding_metric
+
+    assert embedding_metric(PrototypicalNetwork(hidden=8)) == "euclidean"
+    assert embedding_metric(PrototypicalNetwork(hidden=8, distance="cosine")) == "cosine"
+    assert embedding_metric(MatchingNetwork(hidden=8)) == "cosine"
+    assert embedding_metric(SiameseNetwork(hidden=8)) == "euclidean"

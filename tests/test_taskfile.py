@@ -126,6 +126,7 @@ def test_support_dataset_has_the_task_classes():
 @pytest.mark.parametrize("change, fragment", [
     (lambda t: SharedTask(t.class_names[:1], t.support[:1], n_shot=2), "1 classes; a task has 2 to 10"),
     (lambda t: SharedTask(["a", "A", "b"], t.support, n_shot=2), "both called"),
+    (lambda t: SharedTask(["a", "b", "c" * 41], t.support, n_shot=2), "41 characters"),
     (lambda t: SharedTask(t.class_names, [t.support[0] * 3] + t.support[1:], n_shot=2), "has 6 examples"),
     (lambda t: SharedTask(t.class_names, t.support, t.queries, [7, None], 2), "true class is 7"),
     (lambda t: SharedTask(t.class_names, t.support, n_shot=0), "K-shot is 0"),
@@ -370,7 +371,9 @@ def test_predict_with_a_hostile_zip_is_one_error_line(tmp_path, capsys):
 
 def test_limits_are_the_apps():
     """The file's limits are the lab's sliders' (a file cannot hold a task the app cannot show)."""
-    import ui
+    from pages.lab import task
 
-    assert (taskfile.MAX_WAY, taskfile.MAX_SHOT) == (ui.MAX_WAY, ui.MAX_SHOT)
+    assert (taskfile.MAX_WAY, taskfile.MAX_SHOT) == (task.MAX_WAY, task.MAX_SHOT)
     assert taskfile.MIN_WAY == 2 and taskfile.MIN_SHOT == 1  # the Build page's slider minimums
+    build = (REPO / "pages" / "build.py").read_text()
+    assert f"max_chars={taskfile.MAX_NAME_CHARS}" in build  # the class-name box

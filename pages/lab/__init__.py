@@ -11,6 +11,7 @@ Dependencies point one way (no module imports one listed after it)::
     patches     the two Streamlit patches (upload answers, component scan)
     data        Omniglot for the pages
     images      PNG <-> model input, pictures of inputs
+    session_models  models trained in this session (Watch meta-training), never on disk
     checkpoints checkpoints on disk, measured accuracies, cached models
     models      the model source of each task mode (drawn: checkpoints; photo: EfficientNet features)
     task        the typed task store, the modes, the one validator
@@ -20,6 +21,8 @@ Dependencies point one way (no module imports one listed after it)::
     render      results and messages (probabilities, verdicts, the example banner, the problems box)
     points      point sets for the embedding explorer, 2-D maps
     sidebar     the shared sidebar (device, checkpoints)
+    share       the task as one file: the Build page's download and task-file upload
+    live_runs   this session's live meta-training run (Watch meta-training)
 
 Importing ``pages.lab`` itself does nothing.
 """

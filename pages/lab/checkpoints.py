@@ -15,6 +15,8 @@ import torch
 import fewshot
 from fewshot import inspection
 
+from . import session_models
+
 REPO = Path(__file__).resolve().parents[2]
 ACCURACY_FILE = "accuracy.json"  # beside the checkpoints, written by benchmarks/accuracy.py
 
@@ -182,7 +184,7 @@ def default_checkpoint(method: str, options: list[str]) -> str:
 
 def selected_checkpoint(method: str) -> str | None:
     """The sidebar's choice for ``method`` (or its default), ``None`` when there is no checkpoint."""
-    options = list_checkpoints()[0][method]
+    options = list_checkpoints()[0][method] + session_models.ids(method)
     if not options:
         return None
     chosen = st.session_state.get(f"ckpt_{method}")
@@ -191,7 +193,7 @@ def selected_checkpoint(method: str) -> str | None:
 
 def available_methods() -> list[str]:
     by_method = list_checkpoints()[0]
-    return [m for m in fewshot.METHODS if by_method[m]]
+    return [m for m in fewshot.METHODS if by_method[m] or session_models.ids(m)]
 
 
 def get_model(method: str) -> Loaded:
@@ -207,6 +209,9 @@ def get_model(method: str) -> Loaded:
             f"`python -m fewshot train --method {method} --protocol lake --out "
             f"checkpoints/lake/{method}.safetensors` or set FEWSHOT_CHECKPOINT_DIR."
         )
+    if session_models.is_session_model(rel):  # trained on the Watch meta-training page, this session only
+        kept = session_models.get(rel)
+        return Loaded(method, kept.model, kept.meta, rel, kept.key)
     path = _path(rel)
     device = current_device()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
@@ -71,6 +72,14 @@ def picture(png: bytes, mode: str, scale: int = 3, image_size: int = 28) -> tupl
     if mode == "photo":
         return photo_view(png), 40 * scale
     return display_ink(model_input(png, image_size), scale), image_size * scale
+
+
+def data_uri(array: np.ndarray) -> str:
+    """An image array (``(H, W)`` grey or ``(H, W, 3)`` RGB, uint8) as a PNG ``data:`` URI, for plotly's layout
+    images (the embedding explorer draws the images themselves at their map positions)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def show_input(png: bytes, mode: str = "drawn", *, caption: str | None = "what the model sees", scale: int = 3,

@@ -6,6 +6,7 @@ import streamlit as st
 
 import fewshot
 
+from . import session_models
 from .checkpoints import (checkpoint_dir, default_checkpoint, describe_checkpoint, device_options, list_checkpoints,
                           method_label)
 
@@ -27,7 +28,7 @@ def sidebar() -> None:
             st.caption(f"Every `*.safetensors` under `{checkpoint_dir()}`. Defaults: the *lake* protocol "
                        "(never saw the evaluation alphabets).")
             for method in fewshot.METHODS:
-                paths = by_method[method]
+                paths = by_method[method] + session_models.ids(method)
                 if not paths:
                     st.caption(f"**{method_label(method)}**: no checkpoint")
                     continue
@@ -35,7 +36,8 @@ def sidebar() -> None:
                 if st.session_state.get(key) not in paths:
                     st.session_state[key] = default_checkpoint(method, paths)
                 chosen = st.selectbox(method_label(method), paths, key=key, index=paths.index(st.session_state[key]))
-                st.caption(describe_checkpoint(metas[chosen], chosen))
+                st.caption(session_models.describe(chosen) if session_models.is_session_model(chosen)
+                           else describe_checkpoint(metas[chosen], chosen))
             st.text_input("Also look in this folder", key="ckpt_extra_dir", placeholder="/path/to/my/checkpoints",
                           value=st.session_state.get("ckpt_extra_dir") or "",
                           help="Your own checkpoints (written by `python -m fewshot train`), on the machine "
