@@ -369,6 +369,18 @@ def test_pages_with_omniglot(with_data):
     assert "Prediction for Query 5 (Prototypical Networks):" in texts(at)
 
 
+def test_first_visits_with_omniglot_show_its_characters(with_data):
+    """Opened first with the data there: the example task is Omniglot's, and the embedding map starts on it."""
+    for page, shown in [("maml", "Adapted: step 0 of 5"), ("inside", "Answer of Prototypical Networks for Query 1:"),
+                        ("embeddings", "10 characters from Omniglot's evaluation alphabets")]:
+        at = app(page)
+        out = texts(at)
+        assert not at.error and not at.warning, (page, [e.value for e in at.error], [w.value for w in at.warning])
+        assert "Example task" in out and "Omniglot's evaluation alphabets" in out and shown in out, page
+    assert at.radio(key="emb_source").value == "omniglot"
+    assert len(at.get("plotly_chart")) == 1
+
+
 def test_benchmark_runs_and_inspects(with_data):
     at = app("benchmark")
     at.number_input(key="bench_episodes").set_value(3)

@@ -509,3 +509,68 @@ def test_a_page_opened_by_its_own_link_gets_the_app_around_it(browser, server):
         raise
     finally:
         pg.close()
+
+
+def _boxes(pg, kind: str) -> list[str]:
+    """The texts of the page's alert boxes of one kind ("Error", "Warning", "Info", "Success")."""
+    return pg.locator(f'[data-testid="stAlertContent{kind}"]').all_inner_texts()
+
+
+# What a first visitor must see working at once on the pages that work on a task (issue 17): the page's marker of a
+# working example, and the screenshot it leaves in docs/screenshots.
+FIRST_VISIT_WORKS = {
+    "maml": ("Adapted: step 0 of", "first-visit-maml"),
+    "embeddings": (None, "first-visit-embeddings"),  # a plot of many points (checked below)
+    "inside": ("Answer of Prototypical Networks for Query 1:", "first-visit-inside"),
+}
+
+
+def test_every_page_opened_first_shows_something_working(browser, server):
+    """Issue 17: a page opened first in a fresh session (a shared link, a classroom handout) shows no error box and no
+    exception, and the pages that work on a task show a labelled example working at once."""
+    clock = Clock("first visits")
+    pg = browser.new_page()
+    try:
+        pg.goto(server)
+        _wait_app_idle(pg, LOAD_MS)
+        links = pg.locator('[data-testid="stSidebarNav"] a')
+        links.first.wait_for(timeout=ACT_MS)
+        paths = [re.sub(r"^https?://[^/]+/?", "", href or "") for href in
+                 [links.nth(k).get_attribute("href") for k in range(links.count())]]
+    finally:
+        pg.close()
+    assert {"", "build", "maml", "embeddings", "inside", "benchmark", "human"} <= set(paths), paths
+    seen = {}
+    for path in paths:
+        pg = browser.new_page()  # a new tab: a new session, its task store empty
+        name = path or "home"
+        try:
+            pg.goto(server.rstrip("/") + "/" + path)
+            _wait_app_idle(pg, LOAD_MS)
+            _no_exception(pg)
+            errors = _boxes(pg, "Error")
+            assert errors == [], f"{name} opened first shows error boxes: {errors}"
+            if name in FIRST_VISIT_WORKS:
+                marker, shot = FIRST_VISIT_WORKS[name]
+                assert _boxes(pg, "Warning") == [], f"{name} opened first shows warnings: {_boxes(pg, 'Warning')}"
+                _wait_text(pg, "Example task")  # labelled as an example ...
+                pg.get_by_role("link", name="Build your own task").first.wait_for(timeout=ACT_MS)  # ... with the way out
+                if marker:
+                    _wait_text(pg, marker)
+                else:  # Omniglot when the data is there: 10 characters x 10 drawings + 10 prototypes
+                    pg.wait_for_selector(".js-plotly-plot", timeout=ACT_MS)
+                    pg.wait_for_function(
+                        "() => document.querySelectorAll('.js-plotly-plot .scatterlayer path.point').length >= 20",
+                        timeout=ACT_MS)
+                    seen["embedding points"] = pg.locator(".js-plotly-plot .scatterlayer path.point").count()
+                _wait_app_idle(pg)
+                _no_exception(pg)
+                screenshot(pg, shot)
+            seen[name] = f"{len(_boxes(pg, 'Warning'))} warnings, {len(_boxes(pg, 'Info'))} info boxes"
+            clock(name)
+        except Exception:
+            _save_failure(pg, f"first-visit-{name}")
+            raise
+        finally:
+            pg.close()
+    print(f"[browser] first visits: {seen}")

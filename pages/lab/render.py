@@ -43,12 +43,16 @@ def show_problems(view: TaskView) -> None:
 
 
 def example_banner(view: TaskView, own: TaskView) -> None:
-    """On pages that work on the task: say when an example stands in for the user's own task, with the one way to
-    switch (a link to *Build a task*), and, when the user has started a task, what it still lacks (one box)."""
-    if view.example is None:
-        return
+    """On pages that work on the task: say when an example stands in for the user's own task (see :func:`example_box`)."""
+    if view.example is not None:
+        example_box(view.example, own)
+
+
+def example_box(description: str, own: TaskView) -> None:
+    """One box: what the example shown is, the one way to switch (a link to *Build a task*), and, when the user has
+    started a task of their own, what it still lacks."""
     with st.container(border=True):
-        st.markdown(f"**Example task**: {view.example}. This page shows it until you build a task of your own.")
+        st.markdown(f"**Example task**: {description}. This page shows it until you build a task of your own.")
         st.page_link("pages/build.py", label="Build your own task", icon=":material/draw:")
         if not own.is_empty:
             missing = own.errors or ([] if own.queries else own.warnings)
