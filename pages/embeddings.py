@@ -84,6 +84,9 @@ elif source_key == "omniglot":
         st.stop()
     n_classes = st.slider("Characters (10 drawings each; 5 are the support set)", 3, 40, key="emb_n_classes",
                           **widgets.bind("emb_n_classes", 10, lo=3, hi=40))
+    if view is not own:  # shown in place of a task of the user's own
+        render.example_box(f"{n_classes} characters from Omniglot's evaluation alphabets, 10 drawings of each (5 are "
+                           "the support set)", own)
     episode = data.sample_episode(dataset, n_classes, 5, 5, seed=11)
     points = inspection.PointSet()
     points.add_task(episode, data.episode_names(dataset, episode))
