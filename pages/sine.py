@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -25,6 +26,7 @@ MAX_POINTS = 20
 Y_LIMIT = 10.0
 LR_RANGE = (0.001, 0.5)
 PLAY_PAUSE_S = 0.25
+CLICK_GRID = 0.25  # the chart's click targets: a point every 0.25 in x and y, so a click anywhere adds a point
 MODELS = {"maml": "MAML", "pretrained": "Pre-trained on all sines"}
 COLOURS = {"maml": "#d62728", "pretrained": "#1f77b4"}
 CHECKPOINT_DIR = Path(os.environ.get("FEWSHOT_CHECKPOINT_DIR") or Path(__file__).resolve().parents[1] / "checkpoints")
@@ -79,14 +81,42 @@ def _new_points() -> None:
     s["sine_points_text"], s["sine_step"] = _points_text(points), 0
 
 
-def _new_sine() -> None:
+def _new_sine(first: bool = False) -> None:
+    """A random sine from the task distribution; a session's first one is a clearly visible fixed example."""
     s = st.session_state
     s["sine_draws"] = s.get("sine_draws", 0) + 1
     g = torch.Generator().manual_seed(s["sine_draws"])
     amplitude = AMPLITUDE_RANGE[0] + (AMPLITUDE_RANGE[1] - AMPLITUDE_RANGE[0]) * float(torch.rand(1, generator=g))
     phase = PHASE_RANGE[0] + (PHASE_RANGE[1] - PHASE_RANGE[0]) * float(torch.rand(1, generator=g))
-    s["sine_task"] = {"amplitude": amplitude, "phase": phase}
+    s["sine_task"] = {"amplitude": 3.0, "phase": 1.0} if first else {"amplitude": amplitude, "phase": phase}
     _new_points()
+
+
+def _on_chart_click(key: str) -> None:
+    """A click on the curve chart: on one of the K points removes it; anywhere else adds a point there."""
+    s = st.session_state
+    clicked = ((s.get(key) or {}).get("selection") or {}).get("points") or []
+    if not clicked:
+        return
+    s["sine_clicks"] = s.get("sine_clicks", 0) + 1  # a new chart: no selection left on the old one
+    points, problem = parse_points(s["sine_points_text"])
+    if problem is not None:
+        s["sine_click_note"] = "Fix the points in the box first; a click adds to them or removes one of them."
+        return
+    target = clicked[0].get("customdata")
+    target = target[0] if isinstance(target, list) and target else target
+    if isinstance(target, str) and target.startswith("point "):
+        index = int(target.split()[1])
+        if 0 <= index < len(points):
+            points.pop(index)
+    elif len(points) >= MAX_POINTS:
+        s["sine_click_note"] = f"There are {MAX_POINTS} points already, the most the page takes; click one to remove it."
+        return
+    else:
+        x = min(max(round(float(clicked[0]["x"]), 2), X_RANGE[0]), X_RANGE[1])
+        y = min(max(round(float(clicked[0]["y"]), 2), -Y_LIMIT), Y_LIMIT)
+        points.append((x, y))
+    s["sine_points_text"], s["sine_step"] = _points_text(sorted(points)), 0
 
 
 def parse_points(text: str) -> tuple[list[tuple[float, float]], str | None]:
@@ -126,7 +156,8 @@ st.markdown(
     "[0, π], seen through K points. Both networks (1 → 40 → 40 → 1, ReLU) then take the same plain gradient steps "
     "on those K points. **MAML** was meta-trained so that one step from its weights fits any such sine; the "
     "**pre-trained** network learnt to regress all sines at once, so it starts from their average and moves slowly. "
-    "Press **Step** to take one more step, or **Play** to watch all ten."
+    "Press **Step** to take one more step, or **Play** to watch all ten. Click on the chart to add a point there, "
+    "or on one of the points to remove it."
 )
 
 models = load_models()
@@ -138,8 +169,9 @@ if "sine_task" not in s:  # a new session starts from the same first sine, so wh
     s["sine_draws"] = 0
     s.setdefault("sine_k", 10)
     s.setdefault("sine_half", False)
-    _new_sine()
+    _new_sine(first=True)
 s.setdefault("sine_step", 0)
+s.setdefault("sine_clicks", 0)
 s.setdefault("sine_lr_text", f'{float(models["maml"][1].get("inner_lr_test", 0.01)):g}')
 
 c1, c2, c3, c4 = st.columns([1, 1.4, 1.2, 1.2])
@@ -154,6 +186,7 @@ c4.button("Resample the points", key="sine_resample", on_click=_new_points, use_
 left, right = st.columns([1, 2.2])
 with left:
     st.text_area("Points (one `x, y` per line; edit freely)", key="sine_points_text", height=250,
+                 on_change=lambda: st.session_state.update(sine_step=0),  # new points: the steps start again
                  help=f"x in [{X_RANGE[0]:g}, {X_RANGE[1]:g}], |y| ≤ {Y_LIMIT:g}, 1 to {MAX_POINTS} points.")
     lr_text = st.text_input("Inner learning rate", key="sine_lr_text",
                             help=f"Both networks were trained and are benchmarked with 0.01; between "
@@ -198,7 +231,7 @@ def _plottable(values: torch.Tensor, limit: float) -> list[float | None]:
     """Gaps (None) where SGD has blown up: plotly gets no NaN/inf, and the axes keep a readable scale."""
     return [v if math.isfinite(v) and abs(v) <= limit else None for v in values.tolist()]
 
-b1, b2, b3, b4 = st.columns([1, 1, 1, 3])
+b1, b2, b3, _ = right.columns([1, 1, 1, 2])
 if b1.button("Step", key="sine_step_btn", disabled=s["sine_step"] >= MAX_STEPS, use_container_width=True):
     s["sine_step"] = min(s["sine_step"] + 1, MAX_STEPS)
 play = b2.button("Play", key="sine_play", use_container_width=True)
@@ -206,7 +239,15 @@ if b3.button("Reset", key="sine_reset", use_container_width=True):
     s["sine_step"] = 0
 
 
-def curve_figure(step: int) -> go.Figure:
+def _click_targets() -> tuple[list[float], list[float]]:
+    """Grid points to click on, leaving out those next to a point (a click there should pick the point itself)."""
+    xs = [X_RANGE[0] + CLICK_GRID * i for i in range(round((X_RANGE[1] - X_RANGE[0]) / CLICK_GRID) + 1)]
+    ys = [-6 + CLICK_GRID * j for j in range(round(12 / CLICK_GRID) + 1)]
+    free = [(x, y) for x in xs for y in ys if all(abs(x - px) > 0.3 or abs(y - py) > 0.3 for px, py in points)]
+    return [x for x, _ in free], [y for _, y in free]
+
+
+def curve_figure(step: int, clickable: bool) -> go.Figure:
     fig = go.Figure()
     x = grid.squeeze(1).tolist()
     if truth is not None:
@@ -215,7 +256,13 @@ def curve_figure(step: int) -> go.Figure:
         fig.add_scatter(x=x, y=_plottable(predictions[step], 1e3), name=f"{MODELS[name]}, {step} step{'s' * (step != 1)}",
                         line={"color": COLOURS[name]})
     fig.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="markers", name=f"the {len(points)} points",
-                    marker={"color": "black", "size": 10, "symbol": "circle"})
+                    marker={"color": "black", "size": 10, "symbol": "circle"},
+                    customdata=[f"point {i}" for i in range(len(points))],
+                    hovertemplate="(%{x:.2f}, %{y:.2f}): click to remove<extra></extra>")
+    if clickable:  # invisible targets on top: hovering shows where a click adds a point
+        gx, gy = _click_targets()
+        fig.add_scatter(x=gx, y=gy, mode="markers", marker={"size": 8, "opacity": 0}, showlegend=False,
+                        customdata=["add"] * len(gx), hovertemplate="click to add (%{x:.2f}, %{y:.2f})<extra></extra>")
     if s.get("sine_half"):
         fig.add_vrect(x0=0, x1=X_RANGE[1], fillcolor="#eee", opacity=0.5, line_width=0)
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 30, "b": 10}, xaxis={"range": list(X_RANGE)},
@@ -238,7 +285,7 @@ def loss_figure(step: int) -> go.Figure:
     return fig
 
 
-def show(step: int, holder) -> None:
+def show(step: int, holder, clickable: bool = True) -> None:
     with holder.container():
         st.caption(f"STEP {step}/{MAX_STEPS}")
         cols = st.columns(2)
@@ -255,7 +302,12 @@ def show(step: int, holder) -> None:
                 st.warning(f"{MODELS[name]} diverged at step {first} on these points: a step of {inner_lr:g} is too "
                            "large where its loss is this steep, so each step overshoots further. Lower the inner "
                            "learning rate to see it settle.")
-        st.plotly_chart(curve_figure(step), key=f"sine_curve_{step}", use_container_width=True)
+        if clickable:
+            key = f"sine_curve_{step}_{s['sine_clicks']}"
+            st.plotly_chart(curve_figure(step, True), key=key, use_container_width=True, on_select=partial(
+                _on_chart_click, key), selection_mode="points")
+        else:  # a frame of Play
+            st.plotly_chart(curve_figure(step, False), key=f"sine_frame_{step}", use_container_width=True)
         st.plotly_chart(loss_figure(step), key=f"sine_loss_{step}", use_container_width=True)
 
 
@@ -265,12 +317,13 @@ with right:
                 "chart shows each network's fit and its error on your points.")
     holder = st.empty()
     if play:
-        for step in range(s["sine_step"] if s["sine_step"] < MAX_STEPS else 0, MAX_STEPS + 1):
-            show(step, holder)
+        for step in range(s["sine_step"] if s["sine_step"] < MAX_STEPS else 0, MAX_STEPS):
+            show(step, holder, clickable=False)
             time.sleep(PLAY_PAUSE_S)
         s["sine_step"] = MAX_STEPS
-    else:
-        show(s["sine_step"], holder)
+    show(s["sine_step"], holder)
+    if "sine_click_note" in s:
+        st.warning(s.pop("sine_click_note"))
     if on_sine:
         st.caption(f"The drawn sine: A = {sine['amplitude']:.2f}, φ = {sine['phase']:.2f}. Inner learning rate "
                    f"{inner_lr:g}. Benchmarked over 1,000 sines in `benchmarks/results.md`.")
