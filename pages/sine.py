@@ -180,8 +180,8 @@ c1.radio("K points", (5, 10), key="sine_k", horizontal=True, on_change=_new_poin
 c2.toggle("Only x in [−5, 0]", key="sine_half", on_change=_new_points,
           help="Points from the left half only: the paper's extrapolation figure. MAML still recovers the periodic "
                "shape on the right half, which it never sees points of.")
-c3.button("Draw a random sine", key="sine_draw", on_click=_new_sine, use_container_width=True)
-c4.button("Resample the points", key="sine_resample", on_click=_new_points, use_container_width=True)
+c3.button("Draw a random sine", key="sine_draw", on_click=_new_sine, width="stretch")
+c4.button("Resample the points", key="sine_resample", on_click=_new_points, width="stretch")
 
 left, right = st.columns([1, 2.2])
 with left:
@@ -232,10 +232,10 @@ def _plottable(values: torch.Tensor, limit: float) -> list[float | None]:
     return [v if math.isfinite(v) and abs(v) <= limit else None for v in values.tolist()]
 
 b1, b2, b3, _ = right.columns([1, 1, 1, 2])
-if b1.button("Step", key="sine_step_btn", disabled=s["sine_step"] >= MAX_STEPS, use_container_width=True):
+if b1.button("Step", key="sine_step_btn", disabled=s["sine_step"] >= MAX_STEPS, width="stretch"):
     s["sine_step"] = min(s["sine_step"] + 1, MAX_STEPS)
-play = b2.button("Play", key="sine_play", use_container_width=True)
-if b3.button("Reset", key="sine_reset", use_container_width=True):
+play = b2.button("Play", key="sine_play", width="stretch")
+if b3.button("Reset", key="sine_reset", width="stretch"):
     s["sine_step"] = 0
 
 
@@ -304,11 +304,11 @@ def show(step: int, holder, clickable: bool = True) -> None:
                            "learning rate to see it settle.")
         if clickable:
             key = f"sine_curve_{step}_{s['sine_clicks']}"
-            st.plotly_chart(curve_figure(step, True), key=key, use_container_width=True, on_select=partial(
+            st.plotly_chart(curve_figure(step, True), key=key, width="stretch", on_select=partial(
                 _on_chart_click, key), selection_mode="points")
         else:  # a frame of Play
-            st.plotly_chart(curve_figure(step, False), key=f"sine_frame_{step}", use_container_width=True)
-        st.plotly_chart(loss_figure(step), key=f"sine_loss_{step}", use_container_width=True)
+            st.plotly_chart(curve_figure(step, False), key=f"sine_frame_{step}", width="stretch")
+        st.plotly_chart(loss_figure(step), key=f"sine_loss_{step}", width="stretch")
 
 
 with right:
