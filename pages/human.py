@@ -3,6 +3,7 @@
 import pandas as pd
 import streamlit as st
 
+import fewshot
 from fewshot import inspection
 from pages.lab import checkpoints, data, images, models, widgets
 from pages.lab.papers import HUMAN_ERROR_LAKE
@@ -20,25 +21,35 @@ if dataset is None:
     st.stop()
 methods = checkpoints.available_methods()
 
+QUESTION_TYPES = {5: "5-way one-shot", 20: "20-way one-shot",
+                  "lake": "20-way one-shot, one alphabet, two drawers (Lake et al.'s task)"}
 c1, c2, c3 = st.columns([1, 1, 2])
-n_way = c1.radio("Question type", [5, 20], format_func=lambda n: f"{n}-way one-shot", key="human_way")
+kind = c1.radio("Question type", list(QUESTION_TYPES), format_func=QUESTION_TYPES.get, key="human_way")
+n_way, within = (20, True) if kind == "lake" else (kind, False)
 n_questions = c2.number_input("Questions", 1, 50, key="human_questions", **widgets.bind("human_questions", 10, lo=1, hi=50))
 c3.caption("Characters come from the 20 evaluation alphabets, which the lake-protocol models never saw. "
-           "(Lake et al. drew the 20 characters of a trial from one alphabet, which is harder than here.)")
+           "Lake et al.'s own task takes the 20 characters of a question from one alphabet, and the drawing to "
+           "identify is by another person than the examples: look-alike characters, a new hand.")
 
 game = st.session_state.get("human_game")
 if st.button("Start a new round", key="human_start", type="primary") or game is None or game["n_way"] != n_way \
-        or game["n_questions"] != n_questions:
+        or game["n_questions"] != n_questions or game.get("within", False) != within:
     rounds = st.session_state.get("human_rounds", 0) + 1
     st.session_state["human_rounds"] = rounds
     game = {"n_way": n_way, "n_questions": int(n_questions), "seed": 500 + rounds, "current": 0, "answers": [],
-            "model_correct": {}, "round": rounds}
+            "model_correct": {}, "round": rounds, "within": within}
     st.session_state["human_game"] = game
 
 
 def question(k: int):
     """Question ``k``: a task with one support image per class and one query (class chosen by the seed)."""
-    task = data.sample_episode(dataset, n_way, 1, 1, seed=game["seed"], index=k)
+    if game.get("within"):  # one alphabet; the query's drawer never drew the examples
+        sampler = fewshot.AlphabetTaskSampler(dataset, n_way, 1, 1, seed=game["seed"])
+        for _ in range(k):
+            sampler.sample_indices()
+        task = sampler.sample_task()
+    else:
+        task = data.sample_episode(dataset, n_way, 1, 1, seed=game["seed"], index=k)
     target = (game["seed"] * 31 + k * 7) % n_way
     return task, target
 

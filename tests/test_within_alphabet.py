@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,81 @@ def test_bad_within_alphabet_input_is_one_error_line(checkpoint, omniglot_dir, o
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+# --- the app: Benchmark option and "You vs the model" question type -------------------------------------------------
+
+
+@pytest.fixture()
+def lab(monkeypatch, tmp_path, omniglot_dir, omniglot_cache):
+    """The app with one untrained Lake ProtoNet checkpoint and the real Omniglot (as tests/test_app.py sets it up)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    import fewshot
+
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):  # run app.py (st.navigation) on every rerun, as the server does
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    torch.manual_seed(0)
+    fewshot.save_checkpoint(tmp_path / "lake" / "protonet-5w1s.safetensors", fewshot.build_model("protonet").eval(),
+                            method="protonet", metadata={"protocol": "lake", "image_size": 28, "n_way": 5,
+                                                         "n_shot": 1, "n_query": 5})
+    monkeypatch.setenv("FEWSHOT_CHECKPOINT_DIR", str(tmp_path))
+    monkeypatch.setenv("FEWSHOT_DATA_DIR", str(omniglot_dir))
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+
+    def open_page(page: str):
+        from streamlit.testing.v1 import AppTest
+
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+        return at
+
+    return open_page
+
+
+def test_benchmark_page_runs_lake_task(lab):
+    at = lab("benchmark")
+    at.radio(key="bench_protocol").set_value("lake")
+    at.checkbox(key="bench_within").check()
+    at.radio(key="bench_way").set_value(20)
+    at.number_input(key="bench_episodes").set_value(2)
+    at.number_input(key="bench_query").set_value(1)
+    at.multiselect(key="bench_methods").set_value(["protonet"])
+    [b for b in at.button if b.label == "Run benchmark"][0].click().run()
+    assert not at.exception, at.exception
+    assert any("one alphabet per episode, two drawers" in h.value for h in at.subheader)
+    assert list(at.dataframe[0].value["episodes"]) == [2]
+    names = list(at.dataframe[1].value["true class"])  # the inspected episode's queries, "Alphabet NN"
+    assert len(names) == 20 and len({n.rsplit(" ", 1)[0] for n in names}) == 1, names
+    at.number_input(key="bench_episode").set_value(2).run()
+    assert not at.exception, at.exception
+
+
+def test_benchmark_page_refuses_the_lake_task_on_vinyals(lab):
+    at = lab("benchmark")
+    at.radio(key="bench_protocol").set_value("vinyals")
+    at.checkbox(key="bench_within").check()
+    [b for b in at.button if b.label == "Run benchmark"][0].click().run()
+    assert not at.exception, at.exception
+    assert any("choose the lake protocol" in w.value for w in at.warning)
+    assert not at.dataframe
+
+
+def test_you_vs_the_model_asks_lake_questions(lab):
+    at = lab("human")
+    at.radio(key="human_way").set_value("lake").run()
+    assert not at.exception, at.exception
+    game = at.session_state["human_game"]
+    assert game["within"] and game["n_way"] == 20
+    at.radio(key=f"human_answer_{game['round']}_0").set_value(1)
+    at.button(key="human_submit").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["human_game"]["answers"], "the answer was recorded"
+    assert "Prototypical Networks" in list(at.dataframe[0].value["who"])
