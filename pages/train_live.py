@@ -147,9 +147,11 @@ if snap.done:
     if model_id is not None:
         method = run.config.method
         chosen = st.session_state.get(f"ckpt_{method}") == model_id
-        st.success(f"The model ({session_models.describe(model_id)}) is kept for this session"
-                   + (" and is the one the other pages use for "
-                      f"{checkpoints.method_label(method)}." if chosen else "."))
+        kept = session_models.get(model_id)
+        accuracy = kept.meta["live_run"]["eval_accuracy"]
+        st.success(f"The model is kept for this session: **{kept.title}**, {100 * accuracy:.1f}% on never-seen "
+                   "characters. It is not saved to disk"
+                   + (f"; the other pages use it for {checkpoints.method_label(method)}." if chosen else "."))
         if not chosen:
             st.button(f"Use it for {checkpoints.method_label(method)} on the other pages", key="live_use",
                       on_click=live_runs.use, args=(model_id, method), type="primary",

@@ -69,7 +69,7 @@ def describe(model_id: str) -> str:
     run = model.meta.get("live_run", {})
     config = run.get("config", {})
     accuracy = run.get("eval_accuracy")
-    parts = ["trained in this session (not saved)",
+    parts = ["trained in this session, not saved",
              f"{config.get('n_way', '?')}-way {config.get('n_shot', '?')}-shot, {model.meta.get('steps_done', '?')} "
              "episodes"]
     if accuracy is not None:
