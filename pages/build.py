@@ -12,23 +12,12 @@ require_router()
 st.title("Build a task")
 store = task.store()
 mode = widgets.mode_switch()
-INTRO = {
-    "drawn": "Name your classes, **draw** (or upload) an example of each, then draw a **query** and classify it. "
-             "Draw big, filling the box: every drawing is cropped to its ink, centred and shrunk to the model's "
-             "28×28 input, the way Omniglot characters look (*what the model sees* is shown under each one).",
-    "photo": "Name your classes, **upload 1–5 photos** of each (or take them with the camera), then add query "
-             "photos and classify them. Photos go to a frozen ImageNet-pretrained EfficientNet-Lite0; each "
-             "method classifies its 1280-d features (no training, nothing downloaded).",
-}
-st.markdown(INTRO[mode.key])
+st.markdown(mode.intro)
 
 with st.container(horizontal=True):
     for loader in examples.loaders(mode.key):
         st.button(loader.label, key=loader.key, on_click=loader.callback, help=loader.help)
-    if mode.canvases:
-        st.button("Clear the task", key="clear_task", on_click=task.clear, args=(mode.key,))
-    else:
-        st.button("Clear the photos", key="clear_photos", on_click=task.clear, args=(mode.key,))
+    st.button(mode.clear_label, key=mode.clear_key, on_click=task.clear, args=(mode.key,))
 if len(examples.loaders(mode.key)) < len(examples.LOADERS[mode.key]):
     st.caption("Set FEWSHOT_DATA_DIR to the Omniglot folder to get example tasks from Omniglot.")
 

@@ -113,11 +113,12 @@ def _view(example: ExampleTask, mode_key: str, source: str, description: str) ->
                     example=description)
 
 
-def visitor_example(mode_key: str) -> TaskView:
-    """The example a visitor sees before building a task of their own, labelled as such (``view.example``)."""
-    if mode_key == "photo":
-        return _view(photo_task(1), "photo", "example", "five generated photos of everyday objects (ball, mug, tree, "
-                     "banana, book), one per class, and a query photo of each")
+def _photo_visitor() -> TaskView:
+    return _view(photo_task(1), "photo", "example", "five generated photos of everyday objects (ball, mug, tree, "
+                 "banana, book), one per class, and a query photo of each")
+
+
+def _drawn_visitor() -> TaskView:
     folder, _ = data.omniglot_dir()
     example = omniglot_task(5, 1, FIRST_OMNIGLOT_SEED, folder) if folder else None
     if example is not None:
@@ -125,6 +126,14 @@ def visitor_example(mode_key: str) -> TaskView:
                      "lake-protocol models never saw), one drawing of each, and a new drawing of each to classify")
     return _view(synthetic_task(5, 1, 1, seed=0), "drawn", "example", "five symbols drawn by the program (circle, "
                  "cross, triangle, square, bar), one of each, and a new one of each to classify")
+
+
+VISITORS = {"drawn": _drawn_visitor, "photo": _photo_visitor}
+
+
+def visitor_example(mode_key: str) -> TaskView:
+    """The example a visitor sees before building a task of their own, labelled as such (``view.example``)."""
+    return VISITORS[mode_key]()
 
 
 def task_for_page(*, need_queries: bool = True) -> tuple[TaskView, TaskView]:

@@ -62,6 +62,17 @@ def photo_view(png: bytes, image_size: int = PHOTO_IMAGE_SIZE) -> np.ndarray:
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
+def _ink_picture(png: bytes, scale: int, image_size: int) -> tuple[np.ndarray, int]:
+    return display_ink(model_input(png, image_size), scale), image_size * scale
+
+
+def _photo_picture(png: bytes, scale: int, image_size: int) -> tuple[np.ndarray, int]:
+    return photo_view(png), 40 * scale
+
+
+PICTURES = {"drawn": _ink_picture, "photo": _photo_picture}
+
+
 def picture(png: bytes, mode: str, scale: int = 3, image_size: int = 28) -> tuple[np.ndarray, int]:
     """``(array, width)``: a task image as the model of ``mode`` sees it (``drawn``: enlarged ink, ``photo``: the
     photo), for ``st.image``.
@@ -69,9 +80,7 @@ def picture(png: bytes, mode: str, scale: int = 3, image_size: int = 28) -> tupl
     Raises:
         fewshot.ImageError: not a usable image.
     """
-    if mode == "photo":
-        return photo_view(png), 40 * scale
-    return display_ink(model_input(png, image_size), scale), image_size * scale
+    return PICTURES[mode](png, scale, image_size)
 
 
 def data_uri(array: np.ndarray) -> str:

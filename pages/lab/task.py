@@ -36,6 +36,9 @@ class Mode:
     canvases: bool  # drawn on the page (drawn mode) besides uploads
     strict_shot: bool  # K-shot is a slider, and more examples than K get a warning
     ink: bool  # the examples are 28×28 ink like Omniglot's (Omniglot characters can stand beside them)
+    intro: str  # what the Build page asks for
+    clear_key: str  # the Build page's button that empties this mode's task
+    clear_label: str
     models_note: str = ""  # what the pages say about this mode's models
     maml_note: str = ""  # what the MAML page says about MAML in this mode
 
@@ -49,10 +52,19 @@ class Mode:
 MODES = {
     "drawn": Mode("drawn", "Drawn symbols", "s", "q", "examples", "draw one or upload an image",
                   "No queries yet: draw a query or upload one, then classify.", canvases=True, strict_shot=True,
-                  ink=True),
+                  ink=True,
+                  intro="Name your classes, **draw** (or upload) an example of each, then draw a **query** and "
+                        "classify it. Draw big, filling the box: every drawing is cropped to its ink, centred and "
+                        "shrunk to the model's 28×28 input, the way Omniglot characters look (*what the model sees* is "
+                        "shown under each one).",
+                  clear_key="clear_task", clear_label="Clear the task"),
     "photo": Mode("photo", "Photos", "p", "pq", "photos", "upload one or take one with the camera",
                   "No query photos yet: upload one (or take one with the camera), then classify.",
                   canvases=False, strict_shot=False, ink=False,
+                  intro="Name your classes, **upload 1–5 photos** of each (or take them with the camera), then add "
+                        "query photos and classify them. Photos go to a frozen ImageNet-pretrained EfficientNet-Lite0; "
+                        "each method classifies its 1280-d features (no training, nothing downloaded).",
+                  clear_key="clear_photos", clear_label="Clear the photos",
                   models_note="Photo task (switch in **Build a task**): each image is one of your photos, embedded by "
                               "the frozen ImageNet-pretrained EfficientNet-Lite0 (1280-d features) that every "
                               "photo-mode method shares.",
