@@ -79,11 +79,25 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                 "--init-backbone", "checkpoints/lake/protonet.safetensors"])
         _add("lake-finetune", "checkpoints/lake/finetune.safetensors",
              base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
+        # Proto-MAML (second order) and its first-order twin: each task's head from the support prototypes, BatchNorm
+        # with the fixed running statistics of the encoder they start from (the Lake ProtoNet), so that at 0 inner
+        # steps they answer exactly as that ProtoNet does, and any N-way task. 20-way 1-shot episodes on the
+        # background alphabets' train split (27 alphabets), validated every 100 steps on the other 3 (the
+        # time-to-accuracy curve); made on the CPU with --max-seconds (see the metadata).
+        for method, name in (("maml", "protomaml"), ("fomaml", "foprotomaml")):
+            _add(f"lake-{name}", f"checkpoints/lake/{name}.safetensors",
+                 ["--protocol", "lake", "--train-split", "train", "--val-every", "100", "--val-episodes", "100",
+                  "--episodes", "100000", "--checkpoint-every", "50", "--method", method, "--proto-head",
+                  "--batch-norm", "running", "--n-way", "20", "--n-shot", "1", "--n-query", "5", "--meta-batch-size", "1",
+                  "--inner-steps", "1", "--inner-lr", "0.01", "--learn-inner-lr", "--inner-steps-test", "1",
+                  "--meta-lr", "2e-4", "--lr-schedule", "cosine", "--init-backbone", "checkpoints/lake/protonet.safetensors"])
 
 
 def evaluations(name: str) -> list[tuple[int, int]]:
     """(n_way, n_shot) settings each checkpoint is evaluated on (a fixed head limits the way)."""
     way, shot, method = int(recipe_arg(name, "--n-way")), trained_shot(name), recipe_arg(name, "--method")
+    if method in ("maml", "fomaml") and "--proto-head" in RECIPES[name][1]:
+        return [(5, 1), (5, 5), (20, 1), (20, 5)]  # Proto-MAML answers any N-way task
     if method in ("maml", "fomaml"):
         # A MAML head has n_way outputs, so a model is tested at its own way only; a 1-shot model is also
         # tested with 5 support images per class (marked in the table: the paper trains a 5-shot model).

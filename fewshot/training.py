@@ -199,6 +199,9 @@ def train(
 
     model.train()
     t0 = time.perf_counter()
+    # CPU time of this process (all its threads) spent training (validation excluded), carried over a --resume:
+    # what the time-to-accuracy curves plot.
+    cpu0 = time.process_time() - float(history[-1].get("cpu_seconds", 0.0) if history else 0.0)
     window: list[tuple[float, float]] = []
     step = start
     stopped_early = False
@@ -250,13 +253,15 @@ def train(
                       time.perf_counter() - t0 if world is None else world.seconds)
         window.append((log.loss, log.accuracy))
         if validate is not None and config.eval_every and (step % config.eval_every == 0 or step == config.episodes):
+            v0 = time.process_time()
             result = validate(model)
+            cpu0 += time.process_time() - v0  # the curves count training CPU time, not validation's
             model.train()
             log.val_accuracy, log.val_ci95 = result.accuracy, result.ci95
         if step % log_every == 0 or log.val_accuracy is not None or step == config.episodes:
             history.append({"step": step, "loss": sum(w[0] for w in window) / len(window),
                             "accuracy": sum(w[1] for w in window) / len(window), "lr": lr,
-                            "seconds": round(log.seconds, 3),
+                            "seconds": round(log.seconds, 3), "cpu_seconds": round(time.process_time() - cpu0, 3),
                             **({"val_accuracy": log.val_accuracy, "val_ci95": log.val_ci95}
                                if log.val_accuracy is not None else {})})
             window = []
