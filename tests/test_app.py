@@ -144,6 +144,29 @@ def test_every_page_renders_without_data(env):
     assert "protocol **lake**" in "\n".join(c.value for c in at.sidebar.caption)
 
 
+def test_the_sidebar_shows_the_accuracies_measured_beside_the_checkpoints(env, tmp_path, checkpoint_dir):
+    import json
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoint_dir, root)
+    env.setenv("FEWSHOT_CHECKPOINT_DIR", str(root))
+    at = app()
+
+    def protonet_line() -> str:
+        return next(c.value for c in at.sidebar.caption if c.value.startswith("protocol **lake**"))
+
+    assert "val 50.0%" in protonet_line()  # no accuracy.json yet: the validation accuracy, and no message
+    record = {"accuracy": 0.612, "ci95": 0.011, "episodes": 1000, "n_way": 5, "n_shot": 1, "protocol": "lake",
+              "checkpoint": "checkpoints/lake/protonet-5w1s.safetensors", "episodes_check": 100}
+    (root / "accuracy.json").write_text(json.dumps([record]))
+    at.run()
+    assert "test 61.2% ± 1.1 (5-way 1-shot, lake test split)" in protonet_line()
+    (root / "accuracy.json").write_text("[{not json")
+    at.run()
+    assert not at.exception and "val 50.0%" in protonet_line() and not at.sidebar.error
+
+
 def test_no_checkpoints_is_explained_and_own_folder_works(env, tmp_path, checkpoint_dir):
     env.setenv("FEWSHOT_CHECKPOINT_DIR", str(tmp_path / "empty"))
     at = app("build")
