@@ -85,6 +85,19 @@ def test_the_lab_package_has_no_import_cycles():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check can fail
 
 
+def test_the_lab_modules_depend_in_the_order_its_docstring_lists_them():
+    """pages/lab/__init__.py lists every module; none imports one listed after it (so there can be no cycle)."""
+    import re
+
+    listed = re.findall(r"^    (\w+) ", (LAB / "__init__.py").read_text(), flags=re.M)
+    modules = sorted(p.stem for p in LAB.glob("*.py") if p.stem != "__init__")
+    assert sorted(listed) == modules, "pages/lab/__init__.py should list every module once"
+    rank = {f"pages.lab.{name}": k for k, name in enumerate(listed)}
+    later = [f"{node} imports {dep}" for node, deps in lab_graph().items() if node in rank
+             for dep in deps if rank[dep] > rank[node]]
+    assert later == []
+
+
 def test_pages_use_only_public_names_of_the_lab():
     problems = []
     for path in [REPO / "app.py", *(REPO / "pages").glob("*.py")]:

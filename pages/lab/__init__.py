@@ -9,6 +9,7 @@ a page.
 Dependencies point one way (no module imports one listed after it)::
 
     patches     the two Streamlit patches (upload answers, component scan)
+    papers      published figures the pages compare with
     data        Omniglot for the pages
     images      PNG <-> model input, pictures of inputs
     session_models  models trained in this session (Watch meta-training), never on disk
