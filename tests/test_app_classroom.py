@@ -179,6 +179,19 @@ def test_watch_a_short_run_and_use_its_model(with_data):
     at.switch_page("pages/build.py").run()
     assert not at.exception, at.exception
     assert at.selectbox(key="ckpt_protonet").value == model_id  # the sidebar offers and shows it
+    assert any("trained in this session, not saved" in c.value for c in at.sidebar.caption)
+    at.button(key="example_synthetic").click().run()
+    at.button(key="classify").click().run()
+    assert "Prediction for Query 1 (Prototypical Networks):" in texts(at)
+    for page in ("embeddings", "inside", "human", "home"):  # every page takes the session's model
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, at.exception)
+    at.switch_page("pages/benchmark.py").run()
+    at.number_input(key="bench_episodes").set_value(2)
+    at.multiselect(key="bench_methods").set_value(["protonet"])
+    [b for b in at.button if b.label == "Run benchmark"][0].click().run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value["checkpoint"][0].startswith("this session/Prototypical Networks, 5-way 1-shot")
 
 
 def test_stop_a_run(with_data):

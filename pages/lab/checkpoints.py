@@ -211,7 +211,7 @@ def get_model(method: str) -> Loaded:
         )
     if session_models.is_session_model(rel):  # trained on the Watch meta-training page, this session only
         kept = session_models.get(rel)
-        return Loaded(method, kept.model, kept.meta, rel, kept.key)
+        return Loaded(method, kept.model, kept.meta, f"this session/{kept.title}", kept.key)
     path = _path(rel)
     device = current_device()
     try:
