@@ -166,9 +166,9 @@ def _dataclass_fields(cls: type, field: str, value: Any) -> None:
 
 
 def _train_config(field: str, value: Any) -> None:
-    _dataclass_fields(TrainConfig, field, value)
-    if "episodes" in value:
+    if isinstance(value, dict) and "episodes" in value:
         check_int(f"{field}.episodes", value["episodes"], 0, MAX_EPISODES)
+    _dataclass_fields(TrainConfig, field, value)
 
 
 _FIELDS = {

@@ -113,6 +113,10 @@ def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, 
                               "method_kwargs": dict(model.config), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               **(metadata or {})}
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    for name, tensor in tensors.items():  # a file load_checkpoint would refuse is never written
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: not written: {name} holds NaN or infinite values (the training diverged; "
+                                  "lower --meta-lr or set --grad-clip)")
     if train_state is not None:
         optim_tensors, optim_meta = _flatten_optimizer(train_state.optimizer)
         tensors.update(optim_tensors)

@@ -15,6 +15,7 @@ import math
 import os
 import stat
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,7 +25,7 @@ from .checkpoint_schema import MAX_EPISODES, MAX_HIDDEN, MAX_IMAGE_SIZE, MAX_STE
 from .files import file_kind
 
 __all__ = ["ArgumentError", "check_device", "check_image_size", "check_arguments", "int_arg", "float_arg",
-           "check_out_path", "dumps_json", "skipped_summary", "MAX_EPISODES", "MAX_HIDDEN", "MAX_STEPS"]
+           "check_out_path", "dumps_json", "one_line", "skipped_summary", "MAX_EPISODES", "MAX_HIDDEN", "MAX_STEPS"]
 
 
 class ArgumentError(ValueError):
@@ -141,6 +142,11 @@ def dumps_json(value: Any) -> str:
     except ValueError as exc:
         raise ArgumentError("the result holds a value that is not a finite number (NaN or infinity), which JSON "
                             "cannot represent; nothing was printed") from exc
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (line breaks in a file name, say) escaped, so an error stays one line."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def skipped_summary(dataset: Any) -> str | None:

@@ -231,3 +231,145 @@ def test_use_fast_layout_changes_the_layout_not_the_answers(tmp_path, make_task,
     saved = save_checkpoint(tmp_path / "again.safetensors", fast, method=method)  # stored contiguous, loads as before
     again, _ = load_checkpoint(saved)
     assert all(v.is_contiguous() for v in again.state_dict().values())
+
+
+# --------------------------------------------------------------- issue 19: one validation layer for the record
+def _edited(path: Path, change, tensors: dict | None = None) -> Path:
+    record = read_checkpoint_info(path)
+    change(record)
+    return _write_record(path, record, tensors or load_file(str(path)))
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda r: r.update(method_kwargs="hidden=8"), "method_kwargs must be an object"),
+    (lambda r: r.update(method=["protonet"]), "method names an unknown method"),
+    (lambda r: r["method_kwargs"].update(hidden=-8), "method_kwargs.hidden must be a whole number from 1 to 4096"),
+    (lambda r: r["method_kwargs"].update(hidden=8.0), "method_kwargs.hidden must be int"),
+    (lambda r: r["method_kwargs"].update(distance=3), "method_kwargs.distance must be str"),
+    (lambda r: r["method_kwargs"].update(depth=5), "method_kwargs.depth is not an argument of PrototypicalNetwork"),
+    (lambda r: r["method_kwargs"].update(backbone="resnet"), "method_kwargs.backbone cannot be set from a checkpoint"),
+    (lambda r: r.update(image_size=[16]), "image_size must be a whole number from 16 to 512"),
+    (lambda r: r.update(preprocess="center"), "preprocess must be an object"),
+    (lambda r: r.update(history=[{"step": 1, "loss": float("nan")}]), "history[0].loss holds nan"),
+    (lambda r: r.update(train_config={"episodes": -3}), "train_config.episodes must be a whole number"),
+    (lambda r: r.update(format_version="1"), "format_version must be a whole number (this fewshot reads 1), got str"),
+    (lambda r: r.update(format_version=0), "format_version is 0; fewshot format versions start at 1"),
+    (lambda r: r.update(format_version=True), "format_version must be a whole number"),
+], ids=["kwargs-str", "method-list", "hidden-negative", "hidden-float", "distance-int", "unknown-kwarg", "backbone",
+        "image-size-list", "preprocess-str", "nan-in-history", "episodes-negative", "version-str", "version-0",
+        "version-bool"])
+def test_the_record_is_checked_field_by_field_before_a_model_is_built(protonet_file, monkeypatch, change, field):
+    import fewshot.checkpoint_schema as schema
+
+    path = _edited(protonet_file, change)
+    monkeypatch.setattr(schema, "build_model", lambda *a, **k: pytest.fail("a model was built"))
+    for read in (read_checkpoint_info, load_checkpoint):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        assert str(info.value).startswith(f"{path}: ") and field in str(info.value)
+
+
+def test_constructor_arguments_follow_the_methods_signature(tmp_path, monkeypatch):
+    """A keyword argument added to a method later is checked by its annotation, with no change to the schema."""
+    import fewshot.methods as methods
+
+    class Tempered(PrototypicalNetwork):
+        def __init__(self, backbone=None, *, in_channels: int = 1, hidden: int = 64, distance: str = "euclidean",
+                     cosine_scale: float = 10.0, temperature: float = 1.0, label: str | None = None):
+            super().__init__(backbone, in_channels=in_channels, hidden=hidden, distance=distance,
+                             cosine_scale=cosine_scale)
+            self.config.update(temperature=temperature, label=label)
+
+    monkeypatch.setitem(methods.MODELS, "protonet", (Tempered, {}))
+    path = save_checkpoint(tmp_path / "t.safetensors", Tempered(hidden=4, temperature=2.0), method="protonet")
+    assert load_checkpoint(path)[1]["method_kwargs"]["temperature"] == 2.0
+    good, weights = read_checkpoint_info(path), load_file(str(path))
+    for value, problem in (("hot", "temperature must be float, got str 'hot'"),
+                           (None, "temperature must be float, got NoneType"), (float("inf"), "temperature holds inf")):
+        _write_record(path, {**good, "method_kwargs": {**good["method_kwargs"], "temperature": value}}, weights)
+        with pytest.raises(CheckpointError, match=problem):
+            load_checkpoint(path)
+    _write_record(path, {**good, "method_kwargs": {**good["method_kwargs"], "temperature": 3, "label": None}}, weights)
+    assert load_checkpoint(path)[0].config["temperature"] == 3  # an int is a float; the label may be None
+
+
+def test_a_record_describing_a_huge_model_fails_at_once(tmp_path):
+    import time
+
+    path = save_checkpoint(tmp_path / "f.safetensors", build_model("finetune", n_classes=5, hidden=4, feature_dim=4),
+                           method="finetune", metadata={"image_size": 16})
+    _edited(path, lambda r: r["method_kwargs"].update(n_classes=1_000_000, hidden=4096, feature_dim=4096))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="method_kwargs do not build a finetune model.*far larger"):
+        load_checkpoint(path)
+    assert time.perf_counter() - start < 5  # nothing like 4096x4096 filters was allocated
+
+
+def test_weights_that_are_not_finite_are_refused_and_never_written(tmp_path):
+    model = PrototypicalNetwork(hidden=4)
+    path = save_checkpoint(tmp_path / "p.safetensors", model, method="protonet")
+    tensors = load_file(str(path))
+    tensors["model/backbone.blocks.3.norm.running_var"][0] = float("inf")
+    _edited(path, lambda r: None, tensors)
+    with pytest.raises(CheckpointError, match="running_var holds NaN or infinite values"):
+        load_checkpoint(path)
+    with torch.no_grad():
+        model.backbone.blocks[0].conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="not written: model/backbone.blocks.0.conv.weight holds NaN"):
+        save_checkpoint(tmp_path / "nan.safetensors", model, method="protonet")
+    assert not (tmp_path / "nan.safetensors").exists()
+
+
+@pytest.fixture
+def resumable(tmp_path, make_task) -> Path:
+    from fewshot import SyntheticDataset, TaskSampler, TrainConfig, train
+
+    model, states = PrototypicalNetwork(hidden=4), []
+    train(model, TaskSampler(SyntheticDataset(4, 4, 16), 2, 1, 1, seed=0),
+          TrainConfig(episodes=2, checkpoint_every=1, eval_every=0), on_checkpoint=states.append)
+    return save_checkpoint(tmp_path / "run.safetensors", model, method="protonet",
+                           metadata={"image_size": 16, "train_config": {"episodes": 2}}, train_state=states[-1])
+
+
+def _drop(name: str):
+    def change(tensors: dict) -> None:
+        del tensors[name]
+    return change
+
+
+@pytest.mark.parametrize("change, tensors, field", [
+    (lambda r: r.update(train_state={}), None, "train_state.step must be a whole number"),
+    (lambda r: r["train_state"].update(step=10**30), None, "train_state.step must be a whole number from 0 to 2"),
+    (lambda r: r["train_state"].pop("optimizer"), None, "train_state.optimizer must be an object"),
+    (lambda r: r["train_state"]["optimizer"].update(param_groups="adam"), None, "param_groups must be a list"),
+    (lambda r: r["train_state"]["optimizer"]["param_groups"][0].update(lr=-1), None, "param_groups[0].lr must be"),
+    (lambda r: r["train_state"]["optimizer"]["param_groups"][0].update(params=[0, 1]), None, "must list the model's"),
+    (lambda r: None, _drop("train/torch_rng"), "tensor train/torch_rng is missing"),
+    (lambda r: None, _drop("train/optim/0/exp_avg"), "has optimiser state ['exp_avg_sq', 'step'], Adam keeps"),
+    (lambda r: None, lambda t: t.update({"train/sampler_rng": torch.zeros(5056, dtype=torch.uint8)}),
+     "tensor train/sampler_rng is not a valid RNG state"),
+    (lambda r: None, lambda t: t.update({"train/optim/0/exp_avg": torch.zeros(3)}), "train/optim/0/exp_avg has shape"),
+], ids=["empty", "step-1e30", "no-optimizer", "groups-str", "lr-negative", "params", "rng-missing", "moment-missing",
+        "rng-invalid", "moment-shape"])
+def test_the_training_state_is_checked_only_when_a_run_resumes(resumable, change, tensors, field):
+    loaded = load_checkpoint(resumable)[1]
+    assert loaded.train_state.step == 2 and len(loaded.train_state.optimizer["state"]) == 16
+    weights = load_file(str(resumable))
+    if tensors is not None:
+        tensors(weights)
+    _edited(resumable, change, weights)
+    model, info = load_checkpoint(resumable)  # inference does not read the training state
+    assert isinstance(model, PrototypicalNetwork) and info["method"] == "protonet"
+    with pytest.raises(CheckpointError, match="the training state cannot be resumed") as error:
+        info.train_state
+    assert field in str(error.value), error.value
+
+
+def test_pipes_and_devices_are_never_opened_as_checkpoints(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.safetensors")  # open() on it would block until a writer came
+    with pytest.raises(CheckpointError, match="is a named pipe \\(FIFO\\); give the path"):
+        load_checkpoint(tmp_path / "pipe.safetensors")
+    with pytest.raises(CheckpointError, match="/dev/zero is a device"):
+        read_checkpoint_info("/dev/zero")
