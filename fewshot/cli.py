@@ -19,7 +19,7 @@ from . import __version__
 from .augment import AffineAugment
 from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
 from .cli_args import (MAX_EPISODES, MAX_HIDDEN, MAX_STEPS, check_arguments, check_out_path, dumps_json, float_arg,
-                       int_arg, skipped_summary)
+                       int_arg, one_line, skipped_summary)
 from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
 from .distributed import World, init_from_env, shutdown
@@ -43,6 +43,8 @@ def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if n > 10**9:
+        raise argparse.ArgumentTypeError(f"must be at most 1000000000, got {value}")
     return n
 
 
@@ -50,6 +52,8 @@ def _way(value: str) -> int:
     n = int(value)
     if n < 2:
         raise argparse.ArgumentTypeError(f"must be at least 2 (a 1-way task has only one possible answer), got {value}")
+    if n > 10_000:
+        raise argparse.ArgumentTypeError(f"must be at most 10000 classes, got {value}")
     return n
 
 
@@ -57,6 +61,8 @@ def _non_negative(value: str) -> int:
     n = int(value)
     if n < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if n > 10**9:
+        raise argparse.ArgumentTypeError(f"must be at most 1000000000, got {value}")
     return n
 
 
@@ -70,7 +76,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-shot", type=_positive, default=1)
     p.add_argument("--n-query", type=_positive, default=15)
     p.add_argument("--episodes", type=int_arg(0, MAX_EPISODES), default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_arg(-(2**63), 2**64 - 1), default=0)
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
 
 
@@ -84,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(t)
     t.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     t.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    t.add_argument("--meta-batch-size", type=_positive, default=1)
+    t.add_argument("--meta-batch-size", type=int_arg(1, 10_000), default=1)
     t.add_argument("--meta-lr", type=float, default=1e-3)
     t.add_argument("--lr-schedule", choices=("constant", "cosine", "step"), default="constant")
     t.add_argument("--grad-clip", type=float_arg(0, above=True), default=None)
@@ -575,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_arguments(args)  # the device and image size, for every subcommand, before any work
         return handlers[args.command](args)
     except (UserError, CheckpointError, DataNotFoundError, ImageError, NonFiniteLossError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; the last checkpoint written is intact (use --resume to continue)", file=sys.stderr)
