@@ -277,3 +277,29 @@ def test_embeddings_on_omniglot_with_maml(with_data):
     assert not at.exception, at.exception
     text = texts(at)
     assert "nearest neighbours in the model's" in text
+
+
+def session_models_max() -> int:
+    from pages.lab import session_models
+
+    return session_models.MAX_KEPT
+
+
+def test_a_session_keeps_its_last_few_models():
+    def script():
+        import streamlit as st
+
+        import fewshot
+        from pages.lab import session_models
+
+        if "kept" not in st.session_state:
+            model = fewshot.build_model("protonet", hidden=8)
+            st.session_state["kept"] = [session_models.add(fewshot.LiveResult(model, "protonet", k, {}), "run")
+                                        for k in range(session_models.MAX_KEPT + 2)]
+        st.write(" | ".join(session_models.ids("protonet")))
+
+    at = AppTest.from_function(script).run()
+    assert not at.exception, at.exception
+    kept = at.session_state["kept"]
+    assert kept == ["session:run"] + [f"session:run #{n}" for n in range(2, session_models_max() + 3)]
+    assert at.markdown[0].value == " | ".join(kept[2:])  # the oldest two were let go

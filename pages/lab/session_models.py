@@ -13,6 +13,7 @@ import fewshot
 
 KEY = "session_models"
 PREFIX = "session:"
+MAX_KEPT = 5  # per session; the oldest goes first (each Conv-4 holds ~0.5 MB)
 
 
 @dataclass
@@ -32,19 +33,24 @@ def _models() -> dict[str, SessionModel]:
 
 
 def add(result: fewshot.LiveResult, title: str) -> str:
-    """Keep a live run's model for this session; returns its id (what the sidebar's checkpoint choice holds)."""
+    """Keep a live run's model for this session (the last :data:`MAX_KEPT`); returns its id (what the sidebar's
+    checkpoint choice holds)."""
     model = result.model
     fewshot.use_fast_layout(model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     models = _models()
+    used = st.session_state.setdefault(f"{KEY}_ids", set())  # an id is never given twice, even once let go
     model_id = f"{PREFIX}{title}"
     n = 2
-    while model_id in models:
+    while model_id in used:
         model_id, n = f"{PREFIX}{title} #{n}", n + 1
+    used.add(model_id)
     models[model_id] = SessionModel(model_id, result.method, model, dict(result.metadata), title,
                                     f"{model_id}:{uuid.uuid4().hex}")
+    while len(models) > MAX_KEPT:  # a page still set to the dropped one falls back to a checkpoint
+        models.pop(next(iter(models)))
     return model_id
 
 
