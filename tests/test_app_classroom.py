@@ -303,3 +303,22 @@ def test_a_session_keeps_its_last_few_models():
     kept = at.session_state["kept"]
     assert kept == ["session:run"] + [f"session:run #{n}" for n in range(2, session_models_max() + 3)]
     assert at.markdown[0].value == " | ".join(kept[2:])  # the oldest two were let go
+
+
+def test_a_photo_task_file_switches_to_photos_and_keeps_the_drawn_task(env):
+    from fewshot.photo import synthetic_photo
+
+    photos = fewshot.SharedTask(["Ball", "Mug"], [[fewshot.TaskImage(synthetic_photo("ball", 1), "ball.jpg")],
+                                                  [fewshot.TaskImage(synthetic_photo("mug", 2), "mug.jpg")]],
+                                [fewshot.TaskImage(synthetic_photo("mug", 3), "which.jpg")], [1], n_shot=1,
+                                mode="photo")
+    at = app("build")
+    at.button(key="example_synthetic").click().run()  # a drawn task first: it must survive
+    drawn_before = [u.png for u in at.session_state["task"].uploads["s0"].values()]
+    upload_task_file(at, "photos.zip", fewshot.write_task(photos))
+    store = at.session_state["task"]
+    assert store.mode == "photo" and at.radio(key="task_mode").value == "photo"
+    assert [u.name for u in store.uploads["p1"].values()] == ["mug.jpg"]
+    assert all(u.png.startswith(b"\x89PNG") for slot in ("p0", "p1", "pq") for u in store.uploads[slot].values())
+    assert [u.png for u in store.uploads["s0"].values()] == drawn_before
+    assert "Not ready to share" not in texts(at)
