@@ -13,6 +13,10 @@ Starts the app on a free loopback port (shipped checkpoints, ``checkpoints/``), 
 4. **adapt**: opens *Watch MAML adapt*, clicks *Step* (one inner step) and then *Play* (all steps, animated
    with 0.25 s per step by the page) and reads MAML's query accuracy.
 
+With ``--live-run`` one more session first starts a meta-training run on *Watch meta-training* (2,000 episodes,
+ProtoNet, its page open and polling) and the sessions above are measured while it trains; the JSON says how many
+episodes it ran during them. Compare ``classify_s`` with and without it.
+
 Latency = click to the answer on screen (the page idle again). The JSON has p50/p90/p99 per operation, every
 session's answers and whether each was right for its own session (a session answered with another session's
 class name would be wrong). This is a benchmark, not part of the test suite.
@@ -213,6 +217,37 @@ async def session(browser, url: str, k: int, support_png: list[bytes], symbols: 
     return record
 
 
+async def start_live_run(browser, url: str) -> tuple:
+    """``--live-run``: a session that starts a 2,000-episode run on *Watch meta-training* and keeps its page open."""
+    ctx = await browser.new_context(viewport={"width": 1300, "height": 900})
+    page = await ctx.new_page()
+    page.set_default_timeout(ACTION_MS)
+    await page.goto(url, timeout=ACTION_MS)
+    await idle(page)
+    await page.locator('[data-testid="stSidebarNav"] a', has_text="Watch meta-training").first.click()
+    await page.get_by_role("heading", name="Watch meta-training", level=1).wait_for(timeout=ACTION_MS)
+    await idle(page)
+    box = page.get_by_label("Episodes", exact=True)
+    await box.fill("2000")
+    await box.press("Enter")  # a form's text box submits it: Start
+    await wait_text(page, "running: episode")
+    return ctx, page, time.perf_counter()
+
+
+async def finish_live_run(ctx, page, t0: float) -> dict:
+    """How far the run got while the sessions were measured; then Stop."""
+    seconds = time.perf_counter() - t0
+    line = " ".join((await page.get_by_text(": episode", exact=False).first.inner_text()).split())
+    m = re.search(r"(\w+): episode (\d+) of (\d+)", line)
+    record = {"state_at_end": m.group(1) if m else line, "episodes_done": int(m.group(2)) if m else None,
+              "seconds": round(seconds, 1)}
+    if m and m.group(1) == "running":
+        await page.locator(".st-key-live_stop button").first.click()
+        await wait_text(page, "stopped: episode")
+    await ctx.close()
+    return record
+
+
 def percentiles(values: list[float]) -> dict:
     import numpy as np
 
@@ -243,11 +278,13 @@ async def run(args) -> dict:
     try:
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            live = await start_live_run(browser, url) if args.live_run else None
             start = asyncio.Event()
             tasks = [asyncio.create_task(session(browser, url, k, support_png, example.names, start, args.screenshots))
                      for k in range(args.sessions)]
             start.set()  # every session starts at once
             records = await asyncio.gather(*tasks)
+            live_run = await finish_live_run(*live) if live else None
             await browser.close()
     finally:
         server.terminate()
@@ -266,6 +303,7 @@ async def run(args) -> dict:
         "saw_another_session": sum(bool(r.get("sees_other_sessions")) for r in records),
         "errors": sum(bool(r["errors"]) for r in records),
         "wall_s": round(wall, 1),
+        "live_run_during_sessions": live_run,
     }
     server_log = log_path.read_text(errors="replace")
     runs = [json.loads(line) for line in trace_path.read_text().splitlines() if line.strip()] \
@@ -301,6 +339,8 @@ def main() -> int:
     parser.add_argument("--trace", default="/tmp/fewshot-load-test-trace.jsonl",
                         help="the server's run trace (FEWSHOT_TRACE_FILE): one JSON line per script run")
     parser.add_argument("--screenshots", default=None, help="folder for a screenshot of every session that fails")
+    parser.add_argument("--live-run", action="store_true",
+                        help="measure the sessions while another session runs meta-training (Watch meta-training)")
     args = parser.parse_args()
     result = asyncio.run(run(args))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
