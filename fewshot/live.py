@@ -65,7 +65,8 @@ class LiveConfig:
     """Settings of one live run; every number is checked against :data:`LIMITS`.
 
     ``init`` is ``None`` (random weights) or the path of a checkpoint whose Conv-4 backbone starts the run
-    (as ``fewshot train --init-backbone``).
+    (as ``fewshot train --init-backbone``). ``proto_head`` (MAML and first-order MAML): Proto-MAML, each task's
+    head built from its support prototypes (``MAML(proto_head=True)``).
     """
 
     method: str = "protonet"
@@ -82,10 +83,13 @@ class LiveConfig:
     max_seconds: float = 300.0
     threads: int = 1
     seed: int = 0
+    proto_head: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in LIVE_METHODS:
             raise ValueError(f"method must be one of {', '.join(LIVE_METHODS)}, got {self.method!r}")
+        if self.proto_head and self.method not in ("maml", "fomaml"):
+            raise ValueError(f"proto_head (Proto-MAML) applies to maml and fomaml, not {self.method}")
         for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
             whole = name not in _REAL_SETTINGS
@@ -158,7 +162,7 @@ def build_live_model(config: LiveConfig) -> FewShotClassifier:
     torch.manual_seed(config.seed)
     kwargs: dict = {"hidden": 64}
     if config.method in ("maml", "fomaml"):
-        kwargs["n_way"] = config.n_way
+        kwargs.update(n_way=config.n_way, proto_head=config.proto_head)
     model = build_model(config.method, **kwargs)
     if config.init is not None:
         try:

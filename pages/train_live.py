@@ -26,6 +26,9 @@ if not data.has_omniglot():
 
 LIMITS = live_runs.LIMITS
 LEARNING_RATES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+# what the person picks -> (method, Proto-MAML head)
+METHODS = {"protonet": ("protonet", False), "maml": ("maml", False), "fomaml": ("fomaml", False),
+           "protomaml": ("fomaml", True)}
 run = live_runs.current()
 running = run is not None and not run.snapshot().done
 
@@ -33,9 +36,11 @@ running = run is not None and not run.snapshot().done
 encoders = live_runs.encoder_options()
 with st.form("live_settings", border=True):
     c1, c2, c3 = st.columns(3)
-    method = c1.selectbox("Method", live_runs.LIVE_METHODS, format_func=checkpoints.method_label, key="live_method",
+    choice = c1.selectbox("Method", list(METHODS), key="live_method", format_func=live_runs.method_title,
                           help="ProtoNet learns an embedding; MAML learns an initialisation that one inner step "
-                               "adapts (first-order MAML leaves out the second derivatives: faster).")
+                               "adapts (first-order MAML leaves out the second derivatives: faster); Proto-MAML "
+                               "starts each task's head from the support prototypes (any N-way at test time).")
+    method, proto_head = METHODS[choice]
     start_from = c2.selectbox("Start from", ["scratch", *encoders], key="live_init",
                               format_func=lambda c: "random weights (from scratch)" if c == "scratch"
                               else f"the encoder of {c}",
@@ -58,8 +63,8 @@ with st.form("live_settings", border=True):
 
 if submitted and not running:
     try:
-        config = fewshot.LiveConfig(method=method, n_way=int(n_way), n_shot=int(n_shot), episodes=int(episodes),
-                                    meta_lr=float(lr), eval_every=int(eval_every),
+        config = fewshot.LiveConfig(method=method, proto_head=proto_head, n_way=int(n_way), n_shot=int(n_shot),
+                                    episodes=int(episodes), meta_lr=float(lr), eval_every=int(eval_every),
                                     init=None if start_from == "scratch" else live_runs.encoder_path(start_from))
     except ValueError as exc:
         st.error(f"Not started: {exc}.")

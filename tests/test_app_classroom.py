@@ -322,3 +322,21 @@ def test_a_photo_task_file_switches_to_photos_and_keeps_the_drawn_task(env):
     assert all(u.png.startswith(b"\x89PNG") for slot in ("p0", "p1", "pq") for u in store.uploads[slot].values())
     assert [u.png for u in store.uploads["s0"].values()] == drawn_before
     assert "Not ready to share" not in texts(at)
+
+
+def test_a_proto_maml_run_becomes_the_sessions_first_order_maml(with_data):
+    at = app("train_live")
+    at.selectbox(key="live_method").set_value("protomaml")
+    at.number_input(key="live_episodes").set_value(10)
+    at.button[0].click().run()
+    run = wait_until_done(at)
+    assert run.config.method == "fomaml" and run.config.proto_head and run.snapshot().state == "finished"
+    model_id = at.session_state["live_kept"][id(run)]
+    assert model_id.startswith("session:Proto-MAML (first order), 5-way 1-shot, 10 episodes from scratch")
+    at.button(key="live_use").click().run()
+    at.switch_page("pages/build.py").run()
+    at.button(key="example_synthetic").click().run()
+    at.selectbox(key="build_method").set_value("fomaml")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    assert "Prediction for Query 5 (First-order MAML):" in texts(at)

@@ -148,6 +148,7 @@ def test_datasets_too_small_for_the_task(data):
     ({"eval_every": 0}, "eval_every"),
     ({"threads": 16}, "threads must be a whole number from 1 to 4"),
     ({"n_shot": True}, "n_shot"),
+    ({"proto_head": True}, "proto_head .Proto-MAML. applies to maml and fomaml, not protonet"),
 ])
 def test_settings_are_bounded(change, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -191,3 +192,15 @@ def test_a_maml_run_finishes(data):
     assert run.join(120)
     snap = run.snapshot()
     assert snap.state == "finished" and run.result.model.fixed_way == 3
+
+
+def test_a_proto_maml_run_answers_any_number_of_classes(data):
+    config = LiveConfig(method="fomaml", proto_head=True, episodes=3, **TINY)
+    run = LiveRun(config, *data).start()
+    assert run.join(120) and run.snapshot().state == "finished"
+    model = run.result.model
+    assert model.proto_head and model.fixed_way is None
+    task = TaskSampler(data[1], 5, 1, 1, seed=3).sample_task()  # 5-way, though trained 3-way
+    with torch.no_grad():
+        model.process_support_set(task.support_images, task.support_labels)
+        assert model(task.query_images).shape == (5, 5)

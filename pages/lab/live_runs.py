@@ -14,7 +14,8 @@ RUN_KEY = "live_run"
 KEPT_KEY = "live_kept"  # id(run) -> session model id, so a run's model is kept once
 ENCODER_METHODS = ("protonet", "maml", "fomaml", "matching", "siamese", "finetune")  # a 64-filter Conv-4 backbone
 
-__all__ = ["LIVE_METHODS", "LIMITS", "current", "start", "stop", "keep", "encoder_options", "owner"]
+__all__ = ["LIVE_METHODS", "LIMITS", "current", "start", "stop", "keep", "use", "encoder_options", "encoder_path",
+           "method_title", "owner"]
 
 
 def owner() -> str:
@@ -66,6 +67,11 @@ def stop() -> None:
         run.stop()
 
 
+def method_title(choice: str) -> str:
+    """The page's method choices: the registry's methods, and ``protomaml`` (first-order MAML, prototype head)."""
+    return "Proto-MAML (first order)" if choice == "protomaml" else checkpoints.method_label(choice)
+
+
 def encoder_path(checkpoint_id: str) -> str:
     return str(checkpoints.checkpoint_dir() / checkpoint_id)
 
@@ -79,7 +85,8 @@ def keep(run: fewshot.LiveRun) -> str | None:
     if id(run) not in kept:
         config = run.config
         start_from = "from a shipped encoder" if config.init else "from scratch"
-        title = (f"{checkpoints.method_label(config.method)}, {config.n_way}-way {config.n_shot}-shot, "
+        name = "Proto-MAML (first order)" if config.proto_head else checkpoints.method_label(config.method)
+        title = (f"{name}, {config.n_way}-way {config.n_shot}-shot, "
                  f"{result.steps} episodes {start_from}")
         kept[id(run)] = session_models.add(result, title)
     return kept[id(run)]
