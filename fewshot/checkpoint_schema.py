@@ -297,6 +297,9 @@ def model_kwargs(record: dict[str, Any]) -> dict[str, Any]:
         if kwargs["feature_dim"] != expected:
             raise SchemaError("method_kwargs.feature_dim", f"is {kwargs['feature_dim']}, but a Conv-4 with hidden "
                               f"{kwargs.get('hidden', 64)} on {image_size}x{image_size} images gives {expected}")
+    if method in METHODS and kwargs.get("in_channels", 1) != 1:
+        raise SchemaError("method_kwargs.in_channels", f"is {kwargs['in_channels']}, but fewshot's images are greyscale "
+                                                       "ink (1 channel): this model could not take them")
     if "in_channels" in record and "in_channels" in kwargs and record["in_channels"] != kwargs["in_channels"]:
         raise SchemaError("in_channels", f"is {record['in_channels']} but method_kwargs.in_channels is "
                                          f"{kwargs['in_channels']}")

@@ -249,6 +249,7 @@ def _edited(path: Path, change, tensors: dict | None = None) -> Path:
     (lambda r: r["method_kwargs"].update(depth=5), "method_kwargs.depth is not an argument of PrototypicalNetwork"),
     (lambda r: r["method_kwargs"].update(backbone="resnet"), "method_kwargs.backbone cannot be set from a checkpoint"),
     (lambda r: r.update(image_size=[16]), "image_size must be a whole number from 16 to 512"),
+    (lambda r: r["method_kwargs"].update(in_channels=3), "method_kwargs.in_channels is 3, but fewshot's images are"),
     (lambda r: r.update(preprocess="center"), "preprocess must be an object"),
     (lambda r: r.update(history=[{"step": 1, "loss": float("nan")}]), "history[0].loss holds nan"),
     (lambda r: r.update(train_config={"episodes": -3}), "train_config.episodes must be a whole number"),
@@ -256,7 +257,7 @@ def _edited(path: Path, change, tensors: dict | None = None) -> Path:
     (lambda r: r.update(format_version=0), "format_version is 0; fewshot format versions start at 1"),
     (lambda r: r.update(format_version=True), "format_version must be a whole number"),
 ], ids=["kwargs-str", "method-list", "hidden-negative", "hidden-float", "distance-int", "unknown-kwarg", "backbone",
-        "image-size-list", "preprocess-str", "nan-in-history", "episodes-negative", "version-str", "version-0",
+        "image-size-list", "three-channels", "preprocess-str", "nan-in-history", "episodes-negative", "version-str", "version-0",
         "version-bool"])
 def test_the_record_is_checked_field_by_field_before_a_model_is_built(protonet_file, monkeypatch, change, field):
     import fewshot.checkpoint_schema as schema
