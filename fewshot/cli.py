@@ -142,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     r.add_argument("--epochs", type=float, default=40.0, help="passes over the training images (the schedule's length)")
     r.add_argument("--batch-size", type=_positive, default=128)
-    r.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    r.add_argument("--lr", type=float_arg(0, 1e30, above=True), default=1e-3, help="Adam learning rate")
     r.add_argument("--lr-schedule", choices=("constant", "cosine", "step"), default="cosine")
-    r.add_argument("--weight-decay", type=float, default=0.0)
+    r.add_argument("--weight-decay", type=float_arg(0), default=0.0)
     r.add_argument("--augment", action="store_true", help="random affine warp of every training image (seeded)")
     r.add_argument("--image-size", type=_positive, default=28)
     r.add_argument("--hidden", type=_positive, default=64, help="Conv-4 filters per layer")
@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--val-every", type=_non_negative, default=500, help="validate every N steps (0: never)")
     r.add_argument("--val-episodes", type=_positive, default=200)
     r.add_argument("--checkpoint-every", type=_positive, default=500)
-    r.add_argument("--max-seconds", type=float, default=None, help="stop (and save) after this much training time")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--max-seconds", type=float_arg(0, above=True), default=None,
+                   help="stop (and save) after this much training time")
+    r.add_argument("--seed", type=int_arg(-(2**63), 2**64 - 1), default=0)
     r.add_argument("--device", default="auto", help="auto (GPU if available), cpu or cuda")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -382,6 +383,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
+    check_out_path(args.out, resume=args.resume)  # now, not after the run: no training is lost to a bad path
     rotations = False if args.no_rotations else None
     load = dict(data_dir=args.data_dir, image_size=args.image_size, rotations=rotations)
     train_set = load_omniglot(args.protocol, args.train_split, **load)
@@ -409,7 +411,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     msg = (f"saved {args.out} after {result.steps} steps, {meta['epochs_done']} epochs over "
-           f"{len(train_set.class_names)} classes ({meta['train_seconds']:.0f} s in all)")
+           f"{len(train_set.class_names)} classes ({meta['train_seconds']:.0f} s, {meta['cpu_seconds']:.0f} CPU-seconds "
+           "in all)")
     if result.stopped_early:
         msg += f"; stopped by --max-seconds before step {steps} (run again with --resume to continue)"
     if "val_accuracy" in meta:

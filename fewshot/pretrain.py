@@ -16,6 +16,7 @@ starts from its Conv-4 with ``fewshot train --init-backbone``.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -161,6 +162,7 @@ def pretrain_encoder(train_set: TensorDataset, out: str | Path, *, batch_size: i
     validate = _prototype_validation(val_set.to(device), val_episodes) if val_set is not None else None
 
     seconds_before, seconds_now = float(meta.get("train_seconds", 0.0)), [0.0]
+    cpu_before, cpu_start = float(meta.get("cpu_seconds", 0.0)), time.process_time()
 
     def step_done(log: StepLog) -> None:
         seconds_now[0] = log.seconds
@@ -173,7 +175,9 @@ def pretrain_encoder(train_set: TensorDataset, out: str | Path, *, batch_size: i
             meta["val_accuracy"], meta["val_ci95"] = vals[-1]["val_accuracy"], vals[-1]["val_ci95"]
         meta["steps_done"] = ts.step
         meta["epochs_done"] = round(ts.step * batch_size / len(train_set), 3)
-        meta["train_seconds"] = round(seconds_before + seconds_now[0], 1)  # all calls together
+        meta["train_seconds"] = round(seconds_before + seconds_now[0], 1)  # wall time, all calls together
+        # CPU time of this process (all its threads), all calls together: on a shared machine the honest cost
+        meta["cpu_seconds"] = round(cpu_before + time.process_time() - cpu_start, 1)
         save_checkpoint(out, model, method="finetune", metadata=meta, train_state=ts)
 
     result = train(model, sampler, config, on_step=step_done, validate=validate,  # type: ignore[arg-type]

@@ -92,6 +92,7 @@ def test_pretraining_learns_and_an_interrupted_run_resumes_to_the_same_weights(g
     for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(x, y), name
     assert info["method"] == "finetune" and info["resumed"] == 1
+    assert 0 < info["cpu_seconds"] and 0 < info["train_seconds"]
 
 
 def test_resume_refuses_a_missing_file_and_a_changed_setting(gratings, tmp_path):
