@@ -142,13 +142,24 @@ if checked:
                "right" + (f"; the {len(wrong)} wrong one(s) are crossed in red." if wrong else "."))
 
 
-def add_images(fig, xy: np.ndarray) -> None:
-    """Every point's image drawn at its map position (the prototypes keep their stars)."""
+FIXED_COLOURS = {"Omniglot background": "#b0b0b0", "query (unknown class)": "#202020"}
+
+
+def class_colours(classes: list[str]) -> dict[str, str]:
+    """One colour per class, in order of appearance (the chart's and the drawn images' ink share them)."""
+    palette = px.colors.qualitative.D3 if len(set(classes)) <= 10 else px.colors.qualitative.Alphabet
+    free = [c for c in dict.fromkeys(classes) if c not in FIXED_COLOURS]
+    return {**{c: palette[k % len(palette)] for k, c in enumerate(free)}, **FIXED_COLOURS}
+
+
+def add_images(fig, xy: np.ndarray, colours: dict[str, str]) -> None:
+    """Every point's image drawn at its map position, ink in its class's colour (the prototypes keep their stars)."""
     n = min(len(points), MAX_IMAGES)
     span = float(max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1e-6))
     side = span * (0.07 if n <= 60 else 0.045 if n <= 200 else 0.03)
     for i in range(n):
-        fig.add_layout_image(source=images.data_uri(picture(i, 1)), x=float(xy[i, 0]), y=float(xy[i, 1]),
+        uri = images.data_uri(picture(i, 1), ink_colour=colours.get(points.rows[i]["class"]))
+        fig.add_layout_image(source=uri, x=float(xy[i, 0]), y=float(xy[i, 1]),
                              xref="x", yref="y", sizex=side, sizey=side, xanchor="center", yanchor="middle",
                              layer="above")
     fig.update_traces(marker=dict(opacity=0.35), selector=dict(type="scatter"))
@@ -163,15 +174,13 @@ def chart(step, key: str, title: str):
     frame["x"], frame["y"], frame["point"] = xy[:, 0], xy[:, 1], np.arange(len(frame))
     frame["size"] = np.where(frame["role"] == "prototype", 16, np.where(frame["role"] == "background", 5, 10))
     frame["taken for"] = [taken_for.get(i, "") for i in range(len(frame))]
+    colours = class_colours(list(frame["class"]))
     fig = px.scatter(frame, x="x", y="y", color="class", symbol="role", size="size", size_max=16,
                      hover_name="label", hover_data={"role": True, "class": True, "x": False, "y": False,
                                                      "size": False, "point": False, "taken for": bool(taken_for)},
-                     custom_data=["point"], title=title, symbol_map=SYMBOL_MAP,
-                     color_discrete_sequence=px.colors.qualitative.D3 if frame["class"].nunique() <= 10
-                     else px.colors.qualitative.Alphabet,
-                     color_discrete_map={"Omniglot background": "#b0b0b0", "query (unknown class)": "#202020"})
+                     custom_data=["point"], title=title, symbol_map=SYMBOL_MAP, color_discrete_map=colours)
     if show_images:
-        add_images(fig, xy)
+        add_images(fig, xy, colours)
     if wrong:
         fig.add_scatter(x=xy[wrong, 0], y=xy[wrong, 1], mode="markers", name="wrong: taken for another class",
                         marker=dict(symbol="x-thin", size=20, line=dict(width=3, color="#d62728")),
@@ -211,8 +220,9 @@ def show_neighbours(index: int, frame, feats: np.ndarray, xy: np.ndarray) -> Non
     for col, i, d in zip(cols, found.tolist(), distances.tolist()):
         with col:
             neighbour_picture(i, frame)
-            same = "same class" if frame.iloc[i]["class"] == frame.iloc[index]["class"] else frame.iloc[i]["class"]
-            st.caption(f"{frame.iloc[i]['label']} · {same} · {d:.3g}")
+            label, cls = frame.iloc[i]["label"], frame.iloc[i]["class"]
+            same = " · same class" if cls == frame.iloc[index]["class"] else "" if cls in label else f" · class {cls}"
+            st.caption(f"{label}{same} · distance {d:.3g}")
     kept = len(on_map & set(found.tolist()))
     st.caption(f"On the 2-D map, {kept} of these {len(found)} are also among its {len(found)} nearest points: a map "
                "keeps some neighbourhoods and tears others apart.")

@@ -105,3 +105,23 @@ def test_a_short_live_run_shows_its_curves_and_stops(page):
     _wait_app_idle(pg)
     clock("stopped")
     screenshot(pg, "train_live")
+
+
+def test_embedding_explorer_draws_images_and_a_points_neighbours(page):
+    pg, clock = page, Clock("embeddings")
+    _open_page(pg, "Embedding explorer")
+    pg.get_by_text("Draw the images at their map positions", exact=True).click()
+    _wait_app_idle(pg)
+    # plotly draws layout images as <image> elements in the chart's SVG
+    pg.wait_for_function("""() => document.querySelectorAll('[data-testid="stPlotlyChart"] svg image').length >= 10""",
+                         timeout=ACT_MS, polling=200)
+    clock("images drawn")
+    combo = pg.get_by_role("combobox", name="Or choose a point", exact=True)
+    combo.scroll_into_view_if_needed()
+    combo.click()
+    pg.get_by_role("option").nth(1).click()  # the first point (option 0 is "—")
+    _wait_app_idle(pg)
+    _wait_text(pg, "nearest neighbours in the model's")
+    _wait_text(pg, "are also among its")
+    clock("neighbours")
+    screenshot(pg, "embeddings_images")

@@ -83,11 +83,20 @@ def picture(png: bytes, mode: str, scale: int = 3, image_size: int = 28) -> tupl
     return PICTURES[mode](png, scale, image_size)
 
 
-def data_uri(array: np.ndarray) -> str:
-    """An image array (``(H, W)`` grey or ``(H, W, 3)`` RGB, uint8) as a PNG ``data:`` URI, for plotly's layout
-    images (the embedding explorer draws the images themselves at their map positions)."""
+def data_uri(array: np.ndarray, *, ink_colour: str | None = None) -> str:
+    """An image array (``(H, W)`` black ink on white, or ``(H, W, 3)`` RGB, uint8) as a PNG ``data:`` URI, for
+    plotly's layout images (the embedding explorer draws the images themselves at their map positions).
+
+    A black-on-white ink image becomes ink of ``ink_colour`` (``"#rrggbb"``, default black) on a transparent
+    background, so images that overlap on a map do not hide each other behind white squares.
+    """
+    arr = np.asarray(array, dtype=np.uint8)
+    if arr.ndim == 2:
+        colour = (ink_colour or "#000000").lstrip("#")
+        rgb = [int(colour[k:k + 2], 16) for k in (0, 2, 4)]
+        arr = np.dstack([np.full_like(arr, v) for v in rgb] + [255 - arr])  # (H, W, 4): alpha = ink
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(arr).save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
