@@ -102,3 +102,14 @@ def test_embedding_page_maps_the_photos(env):
     at.selectbox(key="emb_method").set_value("maml").run()
     assert not at.exception, at.exception
     assert "does not move" in texts(at)
+
+
+def test_inside_page_explains_the_photo_task(env):
+    at = photo_mode("inside")  # no photos yet: the generated photos, labelled as the example
+    assert not at.exception, at.exception
+    out = texts(at)
+    assert "Example task" in out and "generated photos" in out and not at.error
+    for method in PHOTO_METHODS:
+        if method != "fomaml":  # (the MAML tab shows second-order MAML)
+            assert f"Answer of {fewshot.METHOD_TITLES[method]} for Query 1:" in out, method
+    assert "Siamese network has no photo mode" in out and "Memory-augmented network (MANN) has no photo mode" in out
