@@ -541,6 +541,16 @@ ELSEWHERE = {
     "image-pixel-limit-before-decoding": "test_transforms.py::test_pixel_limit_is_checked_before_decoding",
     "training-killed-mid-run": "test_crash_resume.py::test_sigkill_mid_run_then_resume_matches_uninterrupted",
     "training-killed-mid-write": "test_crash_resume.py::test_kill_during_the_write_never_corrupts_the_last_good_checkpoint",
+    # issue 19: hostile checkpoints and arguments (one case per class, then property-based fuzzing)
+    "cli-each-class-of-hostile-input": "test_fuzz_cli.py::test_each_class_of_the_issue_is_one_error_line",
+    "cli-fuzzed-metadata-record": "test_fuzz_cli.py::test_fuzzed_metadata_record",
+    "cli-fuzzed-tensors": "test_fuzz_cli.py::test_fuzzed_tensors",
+    "cli-fuzzed-arguments": "test_fuzz_cli.py::test_fuzzed_arguments",
+    "cli-broken-training-state-still-predicts": "test_fuzz_cli.py::test_a_broken_training_state_does_not_stop_inference",
+    "cli-skipped-images-reported": "test_fuzz_cli.py::test_skipped_images_are_reported_with_the_reason",
+    "checkpoint-record-field-by-field": "test_checkpoints.py::test_the_record_is_checked_field_by_field_before_a_model_is_built",
+    "checkpoint-training-state-on-resume": "test_checkpoints.py::test_the_training_state_is_checked_only_when_a_run_resumes",
+    "checkpoint-pipe-or-device": "test_checkpoints.py::test_pipes_and_devices_are_never_opened_as_checkpoints",
 }
 
 
