@@ -322,6 +322,7 @@ def read_task(source: bytes | str | Path, *, folder_mode: str = "drawn") -> Shar
     """
     if folder_mode not in MODES:
         raise ValueError(f"folder_mode must be one of {MODES}, got {folder_mode!r}")
+    where = str(source) if isinstance(source, (str, Path)) else None  # a file on disk is named in every message
     try:
         with open_zip(source) as archive:
             files = _strip_top_folder(check_members(archive))
@@ -331,8 +332,13 @@ def read_task(source: bytes | str | Path, *, folder_mode: str = "drawn") -> Shar
             if MANIFEST in files:
                 return _from_manifest(files, reader)
             return _from_folders(files, reader, folder_mode)
-    except UnsafeZipError as exc:  # one exception type for callers, whichever layer refused the file
-        raise TaskFileError(str(exc)) from exc
+    except (UnsafeZipError, TaskFileError) as exc:  # one exception type for callers, whichever layer refused it
+        message = str(exc)
+        if where is not None and not message.startswith(where):
+            message = f"{where}: {message}"
+        if isinstance(exc, TaskFileError) and message == str(exc):
+            raise
+        raise TaskFileError(message) from exc
 
 
 def support_dataset(task: SharedTask, image_size: int = 28, *, center: bool = True) -> TensorDataset:

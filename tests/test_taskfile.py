@@ -367,6 +367,12 @@ def test_predict_with_a_hostile_zip_is_one_error_line(tmp_path, capsys):
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert captured.out == "" and len(lines) == 1 and lines[0].startswith("error: ") and "climbs out" in lines[0]
+    assert lines[0].startswith(f"error: {zipped}: member '../x.png'")  # the file is named
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("hello")
+    assert main(["predict", "--checkpoint", str(CHECKPOINT), "--support", str(bogus), "--query", str(query),
+                 "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bogus}: not a zip file"
 
 
 def test_limits_are_the_apps():
