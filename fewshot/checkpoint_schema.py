@@ -43,6 +43,7 @@ MAX_STEPS = 10_000  # adaptation steps per episode (inner loop, fine-tuning, FCE
 MAX_EPISODES = 10**9  # optimiser steps of one run
 _MAX_INT = 2**31 - 1
 _MAX_COUNT = 1_000_000  # classes, images per class
+_MAX_DEPTH = 32  # nesting of the JSON record (fewshot writes 4 levels)
 
 # Ranges of constructor arguments by name, for whichever method has them (None: no bound on that side).
 _RANGES: dict[str, tuple[float | None, float | None]] = {
@@ -98,16 +99,19 @@ def check_number(field: str, value: Any, lo: float | None = None, hi: float | No
 
 
 def check_json(value: Any, field: str) -> None:
-    """Only JSON values, and no NaN or infinity at any depth (``json.loads`` accepts the tokens ``NaN``, ``1e999``)."""
-    stack = [(field, value)]
+    """No NaN or infinity at any depth (``json.loads`` accepts the tokens ``NaN``, ``1e999``), and at most
+    ``_MAX_DEPTH`` levels of nesting (deeper, printing the record again could exceed Python's recursion limit)."""
+    stack = [(field, value, 0)]
     while stack:
-        where, item = stack.pop()
+        where, item, depth = stack.pop()
         if type(item) is float and not math.isfinite(item):
             raise SchemaError(where, f"holds {item}; only finite numbers are allowed")
+        if depth > _MAX_DEPTH:
+            raise SchemaError(where, f"is nested more than {_MAX_DEPTH} levels deep")
         if isinstance(item, dict):
-            stack += [(f"{where}.{k}" if where else str(k), v) for k, v in item.items()]
+            stack += [(f"{where}.{k}" if where else str(k), v, depth + 1) for k, v in item.items()]
         elif isinstance(item, list):
-            stack += [(f"{where}[{i}]", v) for i, v in enumerate(item)]
+            stack += [(f"{where}[{i}]", v, depth + 1) for i, v in enumerate(item)]
 
 
 # --------------------------------------------------------------------------------------------------- the record

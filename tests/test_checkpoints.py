@@ -252,13 +252,14 @@ def _edited(path: Path, change, tensors: dict | None = None) -> Path:
     (lambda r: r["method_kwargs"].update(in_channels=3), "method_kwargs.in_channels is 3, but fewshot's images are"),
     (lambda r: r.update(preprocess="center"), "preprocess must be an object"),
     (lambda r: r.update(history=[{"step": 1, "loss": float("nan")}]), "history[0].loss holds nan"),
+    (lambda r: r.update(note=json.loads("[" * 500 + "]" * 500)), "note" + "[0]" * 32 + " is nested more than 32"),
     (lambda r: r.update(train_config={"episodes": -3}), "train_config.episodes must be a whole number"),
     (lambda r: r.update(format_version="1"), "format_version must be a whole number (this fewshot reads 1), got str"),
     (lambda r: r.update(format_version=0), "format_version is 0; fewshot format versions start at 1"),
     (lambda r: r.update(format_version=True), "format_version must be a whole number"),
 ], ids=["kwargs-str", "method-list", "hidden-negative", "hidden-float", "distance-int", "unknown-kwarg", "backbone",
-        "image-size-list", "three-channels", "preprocess-str", "nan-in-history", "episodes-negative", "version-str", "version-0",
-        "version-bool"])
+        "image-size-list", "three-channels", "preprocess-str", "nan-in-history", "nested-500-deep", "episodes-negative",
+        "version-str", "version-0", "version-bool"])
 def test_the_record_is_checked_field_by_field_before_a_model_is_built(protonet_file, monkeypatch, change, field):
     import fewshot.checkpoint_schema as schema
 
