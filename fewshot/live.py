@@ -4,7 +4,7 @@ The lab's "Watch meta-training" page starts a :class:`LiveRun` (ProtoNet, MAML o
 scratch or from a shipped encoder's backbone, on Omniglot's background alphabets) and polls
 :meth:`LiveRun.snapshot` for what to draw: the training loss of every episode, the accuracy on a fixed set of
 tasks of never-seen evaluation characters every ``eval_every`` episodes (:func:`fewshot.training.evaluate`),
-and a PCA map of a fixed set of evaluation characters' embeddings redrawn at the same moments.
+and a PCA (or t-SNE) map of a fixed set of evaluation characters' embeddings redrawn at the same moments.
 
 Bounds, so that a run cannot take the app down with it: every setting has a range (:data:`LIMITS`), a run
 stops at ``max_seconds``, torch runs it on at most ``threads`` threads, one owner (a browser session) has one
@@ -28,16 +28,17 @@ import torch
 from .checkpoints import load_checkpoint
 from .config import TrainConfig
 from .datasets import TensorDataset
-from .embedding import extract_features, pca_2d
+from .embedding import extract_features, pca_2d, tsne_2d
 from .methods import FewShotClassifier, build_model
 from .omniglot import load_omniglot
 from .tasks import Task, TaskSampler
 from .training import EvalResult, StepLog, evaluate, train
 
-__all__ = ["LIVE_METHODS", "LIMITS", "MAX_RUNS", "LiveConfig", "LiveSnapshot", "LiveResult", "LiveRun",
-           "RunLimitError", "load_live_data", "build_live_model", "active_runs"]
+__all__ = ["LIVE_METHODS", "MAP_PROJECTIONS", "LIMITS", "MAX_RUNS", "LiveConfig", "LiveSnapshot", "LiveResult",
+           "LiveRun", "RunLimitError", "load_live_data", "build_live_model", "active_runs"]
 
 LIVE_METHODS = ("protonet", "maml", "fomaml")
+MAP_PROJECTIONS = ("pca", "tsne")
 # name -> (lowest, highest): the page's widgets use the same ranges
 LIMITS: dict[str, tuple[float, float]] = {
     "n_way": (2, 20), "n_shot": (1, 5), "n_query": (1, 10), "episodes": (1, 2000), "meta_lr": (1e-5, 1e-1),
@@ -66,7 +67,8 @@ class LiveConfig:
 
     ``init`` is ``None`` (random weights) or the path of a checkpoint whose Conv-4 backbone starts the run
     (as ``fewshot train --init-backbone``). ``proto_head`` (MAML and first-order MAML): Proto-MAML, each task's
-    head built from its support prototypes (``MAML(proto_head=True)``).
+    head built from its support prototypes (``MAML(proto_head=True)``). ``map_projection``: ``"pca"`` (cheap,
+    its axes kept from flipping between redraws) or ``"tsne"`` (perplexity 10, seeded, from a PCA start).
     """
 
     method: str = "protonet"
@@ -84,10 +86,13 @@ class LiveConfig:
     threads: int = 1
     seed: int = 0
     proto_head: bool = False
+    map_projection: str = "pca"
 
     def __post_init__(self) -> None:
         if self.method not in LIVE_METHODS:
             raise ValueError(f"method must be one of {', '.join(LIVE_METHODS)}, got {self.method!r}")
+        if self.map_projection not in MAP_PROJECTIONS:
+            raise ValueError(f"map_projection must be one of {', '.join(MAP_PROJECTIONS)}, got {self.map_projection!r}")
         if self.proto_head and self.method not in ("maml", "fomaml"):
             raise ValueError(f"proto_head (Proto-MAML) applies to maml and fomaml, not {self.method}")
         for name, (low, high) in LIMITS.items():
@@ -279,10 +284,14 @@ class LiveRun:
     def _observe(self, model: FewShotClassifier, step: int) -> EvalResult:
         """Accuracy on the fixed evaluation tasks and the map, recorded at ``step``."""
         result = evaluate(model, self._eval_tasks)
-        xy = pca_2d(extract_features(model.backbone, self._map_images).numpy())
+        features = extract_features(model.backbone, self._map_images).numpy()
+        if self.config.map_projection == "tsne":
+            xy = tsne_2d(features, perplexity=10.0, seed=self.config.seed)
+        else:
+            xy = _sign_aligned(pca_2d(features), self._map_xy)
         with self._lock:
             self._eval.append((step, result.accuracy, result.ci95))
-            self._map_xy, self._map_step = _sign_aligned(xy, self._map_xy), step
+            self._map_xy, self._map_step = xy, step
         return result
 
     def _run(self) -> None:

@@ -106,7 +106,8 @@ def _check_shape(task: SharedTask, where: str) -> None:
             raise TaskFileError(f"{where}: class {task.class_names[i]!r} has {len(images)} examples; "
                                 f"each class needs {MIN_SHOT} to {MAX_SHOT}")
     if type(task.n_shot) is not int or not MIN_SHOT <= task.n_shot <= MAX_SHOT:
-        raise TaskFileError(f"{where}: K-shot is {task.n_shot!r}; it must be a whole number from {MIN_SHOT} to {MAX_SHOT}")
+        raise TaskFileError(f"{where}: K-shot is {task.n_shot!r}; it must be a whole number from {MIN_SHOT} to "
+                            f"{MAX_SHOT}")
     if len(task.queries) > MAX_QUERIES:
         raise TaskFileError(f"{where} has {len(task.queries)} queries (at most {MAX_QUERIES})")
     if len(task.true_classes) != len(task.queries):

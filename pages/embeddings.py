@@ -232,7 +232,8 @@ def show_selection(event, frame, feats: np.ndarray, xy: np.ndarray) -> None:
     selected = (event or {}).get("selection", {}).get("points", []) if event else []
     options = [None, *range(len(frame))]
     picked = st.selectbox("Or choose a point", options, key="emb_point",
-                          format_func=lambda i: "—" if i is None else f"{frame.iloc[i]['label']} ({frame.iloc[i]['role']})")
+                          format_func=lambda i: "—" if i is None
+                          else f"{frame.iloc[i]['label']} ({frame.iloc[i]['role']})")
     custom = (selected[0].get("customdata") or [None]) if selected else [picked]
     index = custom[0]
     if index is None or not 0 <= int(index) < len(frame):

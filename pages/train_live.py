@@ -17,8 +17,8 @@ st.markdown(
     "an N-way K-shot task drawn from Omniglot's 30 *background* alphabets, and the model takes one optimiser step "
     "on it. Every few dozen episodes it is tested on a fixed set of tasks from the 20 *evaluation* alphabets, "
     "characters it never meets in training, and a fixed set of those characters is embedded and mapped to 2-D "
-    "(PCA): watch the drawings of each character gather as the embedding learns what matters. Stop at any time; "
-    "the model can then be picked on the other pages, for this session only.")
+    "(PCA or t-SNE): watch the drawings of each character gather as the embedding learns what matters. Stop at any "
+    "time; the model can then be picked on the other pages, for this session only.")
 
 if not data.has_omniglot():
     data.data_missing(data.omniglot_dir()[1])
@@ -53,11 +53,15 @@ with st.form("live_settings", border=True):
                       **widgets.bind("live_way", 5, lo=int(LIMITS["n_way"][0]), hi=int(LIMITS["n_way"][1])))
     n_shot = c5.slider("Examples per class (K-shot)", int(LIMITS["n_shot"][0]), int(LIMITS["n_shot"][1]),
                        key="live_shot", **widgets.bind("live_shot", 1, lo=1, hi=int(LIMITS["n_shot"][1])))
-    episodes = c6.number_input("Episodes", min_value=10, max_value=int(LIMITS["episodes"][1]), step=50, key="live_episodes",
-                               **widgets.bind("live_episodes", 300, lo=10, hi=int(LIMITS["episodes"][1])),
+    most = int(LIMITS["episodes"][1])
+    episodes = c6.number_input("Episodes", min_value=10, max_value=most, step=50, key="live_episodes",
+                               **widgets.bind("live_episodes", 300, lo=10, hi=most),
                                help="About 0.1-0.2 s each for ProtoNet and first-order MAML on this CPU.")
     eval_every = c7.slider("Test every (episodes)", 10, 100, step=5, key="live_eval_every",
                            **widgets.bind("live_eval_every", 25, lo=10, hi=100))
+    projection = st.radio("Map of the never-seen characters", ["pca", "tsne"], horizontal=True, key="live_projection",
+                          format_func={"pca": "PCA (cheap; axes kept from flipping)",
+                                       "tsne": "t-SNE (perplexity 10; neighbourhoods, not distances)"}.get)
     submitted = st.form_submit_button("Start meta-training", type="primary", disabled=running,
                                       icon=":material/play_arrow:")
 
@@ -65,6 +69,7 @@ if submitted and not running:
     try:
         config = fewshot.LiveConfig(method=method, proto_head=proto_head, n_way=int(n_way), n_shot=int(n_shot),
                                     episodes=int(episodes), meta_lr=float(lr), eval_every=int(eval_every),
+                                    map_projection=projection,
                                     init=None if start_from == "scratch" else live_runs.encoder_path(start_from))
     except ValueError as exc:
         st.error(f"Not started: {exc}.")
@@ -120,7 +125,8 @@ def draw(snap: fewshot.LiveSnapshot, config: fewshot.LiveConfig) -> None:
         frame = pd.DataFrame({"x": snap.map_xy[:, 0], "y": snap.map_xy[:, 1], "character": names})
         fig = px.scatter(frame, x="x", y="y", color="character", height=420,
                          title=f"Embeddings of {len(snap.map_names)} never-seen characters × "
-                               f"{len(names) // max(len(snap.map_names), 1)} drawings (PCA), after episode "
+                               f"{len(names) // max(len(snap.map_names), 1)} drawings "
+                               f"({'t-SNE' if config.map_projection == 'tsne' else 'PCA'}), after episode "
                                f"{snap.map_step}",
                          color_discrete_sequence=px.colors.qualitative.D3 if len(snap.map_names) <= 10
                          else px.colors.qualitative.Alphabet)

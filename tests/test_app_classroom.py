@@ -340,3 +340,19 @@ def test_a_proto_maml_run_becomes_the_sessions_first_order_maml(with_data):
     at.button(key="classify").click().run()
     assert not at.exception, at.exception
     assert "Prediction for Query 5 (First-order MAML):" in texts(at)
+
+
+def test_a_t_sne_map_on_the_page(with_data):
+    at = app("train_live")
+    at.radio(key="live_projection").set_value("tsne")
+    at.number_input(key="live_episodes").set_value(10)
+    at.button[0].click().run()
+    run = wait_until_done(at)
+    assert run.config.map_projection == "tsne" and run.snapshot().map_xy.shape == (60, 2)
+    assert "drawings (t-SNE), after episode 10" in str(figure_titles(at))
+
+
+def figure_titles(at: AppTest) -> list[str]:
+    import json
+
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]

@@ -149,6 +149,7 @@ def test_datasets_too_small_for_the_task(data):
     ({"threads": 16}, "threads must be a whole number from 1 to 4"),
     ({"n_shot": True}, "n_shot"),
     ({"proto_head": True}, "proto_head .Proto-MAML. applies to maml and fomaml, not protonet"),
+    ({"map_projection": "umap"}, "map_projection must be one of pca, tsne"),
 ])
 def test_settings_are_bounded(change, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -204,3 +205,11 @@ def test_a_proto_maml_run_answers_any_number_of_classes(data):
     with torch.no_grad():
         model.process_support_set(task.support_images, task.support_labels)
         assert model(task.query_images).shape == (5, 5)
+
+
+def test_a_t_sne_map(data):
+    run = LiveRun(LiveConfig(episodes=5, map_projection="tsne", **TINY), *data).start()
+    assert run.join(120)
+    snap = run.snapshot()
+    assert snap.state == "finished" and snap.map_xy.shape == (12, 2) and np.isfinite(snap.map_xy).all()
+    assert np.ptp(snap.map_xy, axis=0).min() > 0  # spread out, not collapsed

@@ -102,7 +102,8 @@ def panel(view: task.TaskView, mode: task.Mode) -> None:
         with left:
             data, problem = task_file(view)
             st.download_button("Download this task (.zip)", data=data or b"", file_name=FILE_NAME,
-                               mime="application/zip", key="task_download", disabled=data is None, icon=":material/download:",
+                               mime="application/zip", key="task_download", disabled=data is None,
+                               icon=":material/download:",
                                help="One zip with the images (PNG) and a manifest: class names, support and query "
                                     "images, true classes, K-shot and the mode. Load it on any machine to get the "
                                     "same task back, or run `fewshot predict --support task.zip` on it.")
