@@ -103,7 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML inner learning rate (default 0.4)")
     t.add_argument("--inner-steps-test", type=int_arg(0, MAX_STEPS), default=None)
     t.add_argument("--inner-lr-test", type=float_arg(0), default=None)
-    t.add_argument("--batch-norm", choices=("transductive", "support"), default=None, help="MAML BatchNorm mode")
+    t.add_argument("--batch-norm", choices=("transductive", "support", "running"), default=None,
+                   help="MAML BatchNorm mode (running: the fixed statistics of the --init-backbone encoder)")
+    t.add_argument("--proto-head", action="store_true",
+                   help="MAML/FOMAML: Proto-MAML, each task's head built from its support prototypes (any N-way)")
+    t.add_argument("--learn-inner-lr", action="store_true",
+                   help="MAML/FOMAML: MAML++'s learned inner learning rate per layer and per step")
+    t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
+                   help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
     t.add_argument("--checkpoint-inner", action="store_true",
                    help="MAML: recompute each inner step in the backward pass (memory flat in the number of steps)")
     t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
@@ -164,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("test", "val", "train", "trainval"), default="test")
     e.add_argument("--inner-steps", type=int_arg(0, MAX_STEPS), default=None, help="MAML: inner steps at test time")
     e.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML: inner learning rate at test time")
-    e.add_argument("--batch-norm", choices=("transductive", "support"), default=None)
+    e.add_argument("--batch-norm", choices=("transductive", "support", "running"), default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--within-alphabet", action="store_true",
                    help="Lake et al.'s one-shot task (--protocol lake): each episode's characters from one alphabet, "
@@ -209,9 +216,12 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
     m = args.method
     if m in ("maml", "fomaml"):
         kw["n_way"] = args.n_way
-        for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm"):
+        for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm", "multi_step_loss"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
+        for flag in ("proto_head", "learn_inner_lr"):
+            if getattr(args, flag):
+                kw[flag] = True
         if args.checkpoint_inner:
             kw["checkpoint_inner"] = True
     elif m == "mann":
@@ -434,6 +444,9 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
     if getattr(args, "batch_norm", None) is not None:
         if not hasattr(model, "batch_norm"):
             raise UserError("--batch-norm applies to maml/fomaml checkpoints only")
+        if (args.batch_norm == "running") != (model.batch_norm == "running"):  # type: ignore[attr-defined]
+            raise UserError(f"--batch-norm {args.batch_norm}: this checkpoint was trained with batch_norm "
+                            f"{model.batch_norm!r}; running statistics are kept only by models trained with them")
         model.batch_norm = args.batch_norm  # type: ignore[attr-defined]
 
 

@@ -162,3 +162,46 @@ def test_bad_options_are_refused():
         MAML(3, inner_steps=0, learn_inner_lr=True)
     with pytest.raises(ValueError, match="inner_lr"):
         MAML(3, inner_lr=0.0, learn_inner_lr=True)
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    """5 classes x 5 noisy binary patterns (16x16 PNGs): a real folder dataset, no Omniglot needed."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("pm-data")
+    rng = np.random.default_rng(0)
+    for c in range(5):
+        proto = rng.random((16, 16)) < 0.3
+        (root / f"c{c}").mkdir()
+        for k in range(5):
+            pixels = proto ^ (rng.random((16, 16)) < 0.08)
+            Image.fromarray(np.where(pixels, 0, 255).astype(np.uint8)).save(root / f"c{c}" / f"{k}.png")
+    return root
+
+
+def test_cli_trains_and_evaluates_a_proto_maml_model(tmp_path, folder_data, capsys):
+    """--proto-head/--learn-inner-lr/--multi-step-loss reach the model and its record; it answers another way."""
+    import json
+
+    from fewshot.cli import main
+
+    out = tmp_path / "pm.safetensors"
+    data = ["--dataset", "folder", "--data-dir", str(folder_data), "--device", "cpu"]
+    assert main(["train", "--method", "maml", *data, "--n-way", "3", "--n-shot", "1", "--n-query", "2",
+                 "--episodes", "3", "--image-size", "16", "--hidden", "8", "--proto-head", "--learn-inner-lr",
+                 "--multi-step-loss", "0.5", "--inner-steps", "2", "--inner-lr", "0.01", "--val-every", "0",
+                 "--quiet", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", "--checkpoint", str(out), "--json"]) == 0
+    kwargs = json.loads(capsys.readouterr().out)["method_kwargs"]
+    kwargs = kwargs if isinstance(kwargs, dict) else json.loads(kwargs)
+    assert kwargs["proto_head"] is True and kwargs["learn_inner_lr"] is True and kwargs["multi_step_loss"] == 0.5
+    assert main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "4", "--n-shot", "1", "--n-query", "2",
+                 "--episodes", "3", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_way"] == 4  # trained 3-way, answers 4-way: no fixed head
+    code = main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "3", "--n-query", "2", "--episodes", "2",
+                 "--batch-norm", "running"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "running statistics" in err and "Traceback" not in err
