@@ -147,8 +147,12 @@ def pretrain_encoder(train_set: TensorDataset, out: str | Path, *, batch_size: i
                              f"{'with' if saved.get('augment') else 'without'} --augment; resume it with the same "
                              "protocol, --train-split and --augment, or start a new run")
         state = info.train_state
-        meta = {**info.metadata, **(metadata or {})}
+        given = dict(metadata or {})
+        meta = {**info.metadata, **given}
         meta["resumed"] = meta.get("resumed", 0) + 1
+        if "command" in info.metadata and "command" in given:  # the run's first command stays; later ones are listed
+            meta["command"] = info.metadata["command"]
+            meta["resumed_with"] = [*info.metadata.get("resumed_with", []), given["command"]]
     else:
         torch.manual_seed(seed)
         shape = train_set.image_shape

@@ -137,7 +137,9 @@ def test_the_pretrain_command_writes_a_self_describing_resumable_encoder(lake_en
                      "--batch-size", "64", "--hidden", "8", "--val-every", "0", "--augment", "--device", "cpu",
                      "--quiet", "--resume", "--out", lake_encoder], capsys)
     assert code == 0, err
-    assert load_checkpoint(lake_encoder)[1]["steps_done"] == 7
+    _, resumed = load_checkpoint(lake_encoder)
+    assert resumed["steps_done"] == 7 and resumed["resumed"] == 1
+    assert resumed["command"] == info["command"] and len(resumed["resumed_with"]) == 1  # the first command is kept
 
 
 @pytest.mark.parametrize("method", ["protonet", "maml", "siamese"])
