@@ -5,8 +5,9 @@ with the ``python -m fewshot evaluate ... --json`` command that made it (1000 ep
 ``check``, the same command's figure on 100 episodes on the CPU. Here every shipped checkpoint must have figures
 there, the tables must be the ones rendered from them, and for every checkpoint the check figure of its cheapest
 setting (the smallest way, then shot) is re-made through the CLI and must match exactly: the same episodes through
-the same code give the same predictions, bit for bit, at one thread or two (a changed model, data, sampler or
-evaluation changes at least one of 500-2000 predictions, and with it the figure).
+the same code give the same predictions, bit for bit (the checks were made in subprocesses and are re-made here in
+pytest's process; two of them were also made with two threads, identically), and a changed model, data, sampler or
+evaluation changes at least one of the 500-2000 predictions, and with it the figure.
 Re-making the 1000-episode figures themselves (the figures the table shows) is one benchmark command:
 ``python benchmarks/accuracy.py --verify --data-dir DIR`` (``--cheapest`` for the same settings as here).
 """
