@@ -162,7 +162,7 @@ def build_live_model(config: LiveConfig) -> FewShotClassifier:
         ValueError: ``config.init`` cannot be read or its backbone is not a 64-filter Conv-4.
     """
     from .checkpoints import CheckpointError
-    from .cli import UserError, _copy_backbone  # the CLI's --init-backbone copy, shared rather than repeated
+    from .encoders import copy_backbone  # what train --init-backbone does
 
     torch.manual_seed(config.seed)
     kwargs: dict = {"hidden": 64}
@@ -172,8 +172,8 @@ def build_live_model(config: LiveConfig) -> FewShotClassifier:
     if config.init is not None:
         try:
             source, _ = load_checkpoint(config.init, "cpu")
-            _copy_backbone(source, model)
-        except (CheckpointError, UserError, OSError) as exc:
+            copy_backbone(source, model)
+        except (CheckpointError, ValueError, OSError) as exc:
             raise ValueError(f"cannot start from {config.init}: {exc}") from exc
     return model
 
