@@ -36,10 +36,26 @@ variant = c1.radio("MAML variant", available, key="maml_variant", format_func=mo
                         "flows through the inner steps); the inner loop you watch here is the same SGD for both, "
                         "so this picks which trained checkpoint to start from.")
 loaded = models.require(view.mode, variant)
+proto_head = bool(getattr(loaded.model, "proto_head", False))
+learned = getattr(loaded.model, "log_inner_lr", None) is not None
+if proto_head:
+    st.info("**Proto-MAML** (Triantafillou et al. 2020): this MAML has no meta-learned output layer. For each task "
+            "it builds one from the support set's class means (prototypes) in its current embedding, so **step 0 "
+            "is exactly ProtoNet's answer on this encoder**, and it answers tasks of any number of classes. Each "
+            "step then adapts the whole network on the support loss: what the steps change is what adaptation "
+            "adds. With one example per class the prototypes already fit the support set (its loss starts near "
+            "zero), so the steps change little; with more examples per class they do more.")
+elif variant in ("maml", "fomaml"):
+    st.caption("This checkpoint is the paper-faithful MAML: a meta-learned output layer with a fixed number of "
+               "classes, adapted from the same starting weights on every task.")
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))
-inner_lr = c2.slider("Inner learning rate", 0.01, 2.0, key="maml_lr", step=0.01,
-                     **widgets.bind("maml_lr", min(max(default_lr, 0.01), 2.0), lo=0.01, hi=2.0),
-                     help=f"This checkpoint was evaluated with {default_lr:g}.")
+use_learned = learned and c2.toggle("Learned inner rates", value=True, key="maml_learned_lr",
+                                    help="MAML++: this checkpoint learned one inner learning rate per layer and "
+                                         "per step; switch off to set one rate for all layers yourself.")
+inner_lr = None if use_learned else c2.slider(
+    "Inner learning rate", 0.01, 2.0, key="maml_lr", step=0.01,
+    **widgets.bind("maml_lr", min(max(default_lr, 0.01), 2.0), lo=0.01, hi=2.0),
+    help=f"This checkpoint was evaluated with {default_lr:g}.")
 inner_steps = c3.slider("Inner steps", 1, 20, key="maml_steps", **widgets.bind("maml_steps", 5, lo=1, hi=20),
                         help=f"This checkpoint was trained with {getattr(loaded.model, 'inner_steps', '?')} step(s).")
 
@@ -173,6 +189,8 @@ try:
                      f"MAML after {inner_steps} steps": f"{view.names[m_pred]} ({render.percent(final[j, m_pred])})",
                      "ProtoNet": f"{view.names[p_pred]} ({render.percent(proto_probs[j, p_pred])})"})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.caption("ProtoNet needs no gradient steps: it compares each query's embedding with the class means.")
+    st.caption("ProtoNet needs no gradient steps: it compares each query's embedding with the class means."
+               + (" This ProtoNet may use another encoder than the Proto-MAML checkpoint above; the Proto-MAML's own "
+                  "step 0 is ProtoNet on its encoder." if proto_head else ""))
 except (models.ModelUnavailable, ValueError) as exc:
     st.info(str(exc))

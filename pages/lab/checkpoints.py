@@ -177,9 +177,17 @@ def cached_model(path: str, mtime: float, device: str):
     return model, dict(info.metadata)
 
 
+# MAML and first-order MAML default to their Proto-MAML checkpoints when shipped: they answer tasks of any number of
+# classes (the app's 2-10-way tasks) and start from ProtoNet's answer; the paper-faithful ones stay in the sidebar.
+PREFERRED = {"maml": ("lake/protomaml.safetensors", "lake/maml.safetensors"),
+             "fomaml": ("lake/foprotomaml.safetensors", "lake/fomaml.safetensors")}
+
+
 def default_checkpoint(method: str, options: list[str]) -> str:
-    preferred = f"lake/{method}.safetensors"
-    return preferred if preferred in options else options[0]
+    for preferred in PREFERRED.get(method, (f"lake/{method}.safetensors",)):
+        if preferred in options:
+            return preferred
+    return options[0]
 
 
 def selected_checkpoint(method: str) -> str | None:
