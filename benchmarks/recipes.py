@@ -29,9 +29,13 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # --max-seconds 1200, each from another model's encoder (--init-backbone): ProtoNet from the Lake ProtoNet (the
         # Lake models saw images_background only, all of it inside the Vinyals trainval split, none of its test
         # alphabets), Matching and Siamese from that Vinyals ProtoNet 1-shot, FOMAML from the Vinyals MAML (with
-        # --meta-batch-size 8). The 20-way 1-shot MAML and FOMAML files started from that ProtoNet 1-shot's encoder
-        # too, with --meta-batch-size 4 and MAML_5WAY's inner loop (1 step of lr 0.4 in training, 3 at test) instead of
-        # MAML_20WAY's; the MANN file from it as well, with --meta-batch-size 4 (50-image sequences, as below). The
+        # --meta-batch-size 8). The 20-way 1-shot MAML file started from that ProtoNet 1-shot's encoder too, with
+        # --meta-batch-size 4 and MAML_5WAY's inner loop (1 step of lr 0.4 in training, 3 at test) instead of
+        # MAML_20WAY's. The 20-way FOMAML made that way learned nothing (query loss stuck near ln 20, 40.5%): one
+        # first-order step of lr 0.4 on a 20-way support loss barely moves a random head, and first-order MAML
+        # cannot learn to make that step larger (the term that would is the second-order one). The shipped 20-way
+        # FOMAML now has MAML_20WAY's inner loop (5 steps of lr 0.1), --meta-batch-size 4, from the same encoder
+        # (issue 16 item 4; benchmarks/results.md). The MANN file started from that ProtoNet too, with --meta-batch-size 4 (50-image sequences, as below). The
         # fine-tune baseline was pre-trained from scratch on 20-way 5-shot batches (two 1200 s runs, the second a
         # --resume). Each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
         for shot in (1, 5):
@@ -52,7 +56,9 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
              base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
     else:
         # The app's models: trained on images_background only, used on characters never seen. The shipped ProtoNet
-        # was made on the CPU as 20-way 1-shot episodes (--n-way 20, --max-seconds 1500), not 60-way; see its metadata.
+        # was made on the CPU in two runs: 20-way 1-shot episodes for 1500 s, then this recipe (60-way 1-shot) for
+        # 3600 s from that run's encoder (--init-backbone); its metadata holds both commands. Matching, Siamese and
+        # MANN below were started from the first of the two (the file this path held before, 96.0% at 5-way 1-shot).
         _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
              base + ["--method", "protonet", "--n-way", "60", "--n-shot", "1"] + METRIC)
         # Matching Networks with the learned cosine scale (starts at 10), the encoder started from the Lake

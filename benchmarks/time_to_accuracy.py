@@ -4,10 +4,11 @@ Every training run made with ``--val-every N`` (on a ``--train-split train`` run
 held out) records in its checkpoint's history the validation accuracy and the process CPU time spent training
 (``cpu_seconds``, validation excluded, carried over ``--resume``). This script reads those histories and writes
 
-- ``benchmarks/results/time_to_accuracy.json``: the points of each curve, with the run's command;
+- ``checkpoints/training_curves.json``: the points of each curve, with the run's command (beside the checkpoints,
+  since the app's Benchmark page draws it and the app reads nothing under ``benchmarks/``);
 - ``benchmarks/time_to_accuracy.svg``: the figure (plain SVG, no plotting library);
 
-and the Benchmark page draws the JSON. Usage::
+Usage::
 
     python benchmarks/time_to_accuracy.py LABEL=PATH.safetensors [LABEL=PATH ...]
 """
@@ -84,7 +85,7 @@ def svg(curves: dict[str, dict], width: int = 720, height: int = 420) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=PATH")
-    parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "time_to_accuracy.json"))
+    parser.add_argument("--json", default=str(ROOT / "checkpoints" / "training_curves.json"))
     parser.add_argument("--svg", default=str(ROOT / "benchmarks" / "time_to_accuracy.svg"))
     args = parser.parse_args(argv)
     curves = {}

@@ -1,6 +1,7 @@
 """Benchmark: accuracy ± 95% CI over many Omniglot test episodes, next to the papers' numbers."""
 
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
 import fewshot
@@ -18,6 +19,21 @@ st.markdown("Samples episodes from Omniglot's **test split** and runs every sele
 
 PROTOCOLS = {"lake": "lake: test on the 20 evaluation alphabets (never seen in training)",
              "vinyals": "vinyals: the split of Vinyals et al. 2016 used by the papers' tables"}
+
+curves = checkpoints.training_curves()
+if curves:
+    with st.expander("Time to accuracy: how the shipped models' training runs got there", expanded=False):
+        figure = go.Figure()
+        for label, curve in curves.items():
+            points = curve["points"]
+            figure.add_trace(go.Scatter(x=[p["cpu_seconds"] for p in points],
+                                        y=[100 * p["accuracy"] for p in points], mode="lines+markers", name=label))
+        figure.update_layout(xaxis_title="training CPU-seconds (a 2-core machine)",
+                             yaxis_title="validation accuracy (%)", height=360, margin=dict(t=20, b=40))
+        st.plotly_chart(figure, width="stretch", key="bench_curves")
+        st.caption("Validation accuracy (held-out background alphabets, never the test alphabets) against the CPU "
+                   "time each run spent training, validation excluded: the honest way to compare recipes on one "
+                   "machine. Made by benchmarks/time_to_accuracy.py from the checkpoints' own training histories.")
 
 folder, message = data.omniglot_dir()
 if folder is None:

@@ -453,3 +453,37 @@ def test_cached_models_are_never_changed(env, checkpoint_dir):
         for (name, a), (_, b) in zip(cached.state_dict().items(), fresh.state_dict().items()):
             assert torch.equal(a, b), (method, name)
         assert getattr(cached, "prototypes", None) is None and getattr(cached, "_support_ready", False) is False
+
+
+def test_benchmark_shows_the_training_curves_beside_the_checkpoints(env, checkpoint_dir, tmp_path):
+    """benchmarks/time_to_accuracy.py reads val points from a checkpoint's history; the page draws that file, even
+    without Omniglot (the curves need no data)."""
+    import json
+    import subprocess
+    import sys
+
+    path = next((checkpoint_dir / "lake").glob("protonet*.safetensors"))
+    model, info = fewshot.load_checkpoint(path)
+    history = [{"step": 50, "loss": 1.0, "accuracy": 0.5, "lr": 1e-3, "seconds": 9.0, "cpu_seconds": 8.0},
+               {"step": 100, "loss": 0.9, "accuracy": 0.6, "lr": 1e-3, "seconds": 19.0, "cpu_seconds": 16.5,
+                "val_accuracy": 0.71, "val_ci95": 0.02},
+               {"step": 200, "loss": 0.8, "accuracy": 0.7, "lr": 1e-3, "seconds": 40.0, "cpu_seconds": 33.0,
+                "val_accuracy": 0.78, "val_ci95": 0.02}]
+    curved = tmp_path / "curved.safetensors"
+    fewshot.save_checkpoint(curved, model, method=info.metadata["method"], metadata={**info.metadata, "history": history})
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "time_to_accuracy.py"
+    out = checkpoint_dir / "training_curves.json"
+    run = subprocess.run([sys.executable, str(script), f"a run={curved}", "--json", str(out), "--svg",
+                          str(tmp_path / "c.svg")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    curves = json.loads(out.read_text())
+    assert [(p["cpu_seconds"], p["accuracy"]) for p in curves["a run"]["points"]] == [(16.5, 0.71), (33.0, 0.78)]
+    assert "<polyline" in (tmp_path / "c.svg").read_text()
+    at = app("benchmark")
+    assert "Time to accuracy" in at.expander[0].label
+    assert "a run" in json.dumps(at.get("plotly_chart")[0].proto.spec if at.get("plotly_chart") else "")
+    no_val = tmp_path / "no-val.safetensors"
+    fewshot.save_checkpoint(no_val, model, method=info.metadata["method"], metadata={**info.metadata, "history": history[:1]})
+    bad = subprocess.run([sys.executable, str(script), f"x={no_val}", "--json", str(tmp_path / "x.json"), "--svg",
+                          str(tmp_path / "x.svg")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr

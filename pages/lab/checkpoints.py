@@ -134,6 +134,31 @@ def measured_accuracies() -> dict[str, list[dict]]:
     return _accuracies(str(path), mtime)
 
 
+CURVES_FILE = "training_curves.json"
+
+
+@st.cache_data(show_spinner=False)
+def _curves(path: str, mtime: float) -> dict[str, dict]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {label: c for label, c in data.items()
+            if isinstance(c, dict) and isinstance(c.get("points"), list) and c["points"]} if isinstance(data, dict) else {}
+
+
+def training_curves() -> dict[str, dict]:
+    """Time-to-accuracy curves of the shipped models' training runs (``training_curves.json`` beside the checkpoints,
+    written by ``benchmarks/time_to_accuracy.py``): label -> {"points": [{"cpu_seconds", "accuracy", "step"}], ...};
+    empty when there is no such file or it cannot be read."""
+    path = checkpoint_dir() / CURVES_FILE
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return {}
+    return _curves(str(path), mtime)
+
+
 def describe_checkpoint(meta: dict, checkpoint_id: str | None = None) -> str:
     """One line: protocol, task shape, measured test accuracy (or validation accuracy)."""
     kwargs = meta.get("method_kwargs", {})
