@@ -24,6 +24,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import results_md  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -106,13 +109,7 @@ def render(report: dict) -> str:
 
 
 def write_section(section: str) -> None:
-    text = TABLE.read_text() if TABLE.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    TABLE.write_text(text)
+    results_md.write_section(section, BEGIN, END, TABLE)
 
 
 def main() -> int:

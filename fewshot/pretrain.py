@@ -18,17 +18,16 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from .augment import AffineAugment
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .datasets import TensorDataset
 from .methods import FineTuneBaseline, PrototypicalNetwork
-from .tasks import Task, TaskSampler
+from .tasks import SeededSampler, Task, TaskSampler
 from .training import EvalResult, StepLog, TrainResult, TrainState, evaluate, train
 
 __all__ = ["BatchSampler", "steps_for_epochs", "pretrain_encoder", "VAL_WAY", "VAL_QUERY"]
@@ -36,7 +35,7 @@ __all__ = ["BatchSampler", "steps_for_epochs", "pretrain_encoder", "VAL_WAY", "V
 VAL_WAY, VAL_QUERY = 20, 5  # validation: ProtoNet on the encoder, 20-way 1-shot, 5 queries per class
 
 
-class BatchSampler:
+class BatchSampler(SeededSampler):
     """Mini-batches of ``batch_size`` images drawn uniformly from all items of ``dataset``, as tasks.
 
     Drop-in for :class:`fewshot.tasks.TaskSampler` in :func:`fewshot.training.train`: each
@@ -74,15 +73,6 @@ class BatchSampler:
         return Task(support_images=images[:0], support_labels=labels[:0].to(device), query_images=images,
                     query_labels=labels.to(device), class_ids=class_ids.to(device))
 
-    def __iter__(self) -> Iterator[Task]:
-        while True:
-            yield self.sample_task()
-
-    def state_dict(self) -> Tensor:
-        return self.generator.get_state()
-
-    def load_state_dict(self, state: Tensor) -> None:
-        self.generator.set_state(state)
 
 
 def steps_for_epochs(epochs: float, n_images: int, batch_size: int) -> int:

@@ -11,7 +11,7 @@ from torch import Tensor
 from .augment import AffineAugment
 from .datasets import FewShotDataset
 
-__all__ = ["Task", "TaskSampler", "AlphabetTaskSampler", "make_task"]
+__all__ = ["Task", "SeededSampler", "TaskSampler", "AlphabetTaskSampler", "make_task"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,27 @@ def _task_from(images: Tensor, class_ids: Tensor, n_way: int, n_shot: int, n_que
                 query_labels=labels.expand(n, q).reshape(-1), class_ids=class_ids.to(images.device))
 
 
-class TaskSampler:
+class SeededSampler:
+    """What every sampler shares: one ``torch.Generator`` is its whole state (saved with a run and restored on
+    ``--resume``), and iterating it yields :meth:`sample_task` for ever."""
+
+    generator: torch.Generator
+
+    def sample_task(self) -> Task:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Task]:
+        while True:
+            yield self.sample_task()
+
+    def state_dict(self) -> Tensor:
+        return self.generator.get_state()
+
+    def load_state_dict(self, state: Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class TaskSampler(SeededSampler):
     """Samples N-way K-shot tasks with Q queries per class from any :class:`FewShotDataset`.
 
     Only ``dataset.get_labels()`` is read at construction; images are fetched per task with
@@ -142,18 +162,9 @@ class TaskSampler:
             images = self.augment.apply(images, draws)  # type: ignore[union-attr]
         return _task_from(images, class_ids, n, k, q)
 
-    def __iter__(self) -> Iterator[Task]:
-        while True:
-            yield self.sample_task()
-
-    def state_dict(self) -> Tensor:
-        return self.generator.get_state()
-
-    def load_state_dict(self, state: Tensor) -> None:
-        self.generator.set_state(state)
 
 
-class AlphabetTaskSampler:
+class AlphabetTaskSampler(SeededSampler):
     """Lake et al.'s one-shot classification task: every episode's characters come from one alphabet,
     and its support and query images are drawn by different people.
 
@@ -241,12 +252,3 @@ class AlphabetTaskSampler:
         images = self.dataset.get_images(indices.reshape(-1))
         return _task_from(images, class_ids, self.n_way, self.n_shot, self.n_query)
 
-    def __iter__(self) -> Iterator[Task]:
-        while True:
-            yield self.sample_task()
-
-    def state_dict(self) -> Tensor:
-        return self.generator.get_state()
-
-    def load_state_dict(self, state: Tensor) -> None:
-        self.generator.set_state(state)
