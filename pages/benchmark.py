@@ -31,9 +31,11 @@ if curves:
         figure.update_layout(xaxis_title="training CPU-seconds (a 2-core machine)",
                              yaxis_title="validation accuracy (%)", height=360, margin=dict(t=20, b=40))
         st.plotly_chart(figure, width="stretch", key="bench_curves")
-        st.caption("Validation accuracy (held-out background alphabets, never the test alphabets) against the CPU "
-                   "time each run spent training, validation excluded: the honest way to compare recipes on one "
-                   "machine. Made by benchmarks/time_to_accuracy.py from the checkpoints' own training histories.")
+        st.caption("Validation accuracy against the CPU time each run spent training, validation excluded: the "
+                   "honest way to compare recipes on one machine. Validation: 3 background alphabets the run did not "
+                   "train on (the encoders these runs started from had seen them), never the test alphabets; each "
+                   "curve's own task shape (5- or 20-way). Made by benchmarks/time_to_accuracy.py from the "
+                   "checkpoints' own training histories.")
 
 folder, message = data.omniglot_dir()
 if folder is None:
