@@ -118,6 +118,21 @@ def _mann_instances(name: str, args: argparse.Namespace) -> dict:
             "instance_accuracy": [float(x) for x in mean], "instance_ci95": [float(x) for x in ci]}
 
 
+# Table rows: the methods, with Proto-MAML (a MAML recipe with --proto-head) in rows of its own beside the
+# paper-faithful MAML and FOMAML (fixed N-way head).
+ROWS = {"maml": "maml", "fomaml": "fomaml", "protomaml": "Proto-MAML (maml --proto-head)",
+        "foprotomaml": "Proto-MAML, first order (fomaml --proto-head)", "protonet": "protonet", "matching": "matching",
+        "siamese": "siamese", "mann": "mann", "finetune": "finetune"}
+
+
+def row_key(name: str) -> str:
+    """The table row of a recipe: its method, or protomaml / foprotomaml for a MAML recipe with ``--proto-head``."""
+    method = recipe_arg(name, "--method")
+    if method in ("maml", "fomaml") and "--proto-head" in RECIPES[name][1]:
+        return "protomaml" if method == "maml" else "foprotomaml"
+    return method
+
+
 def render(results: list[dict]) -> str:
     by = {(r["recipe"], r["n_way"], r["n_shot"]): r for r in results if "accuracy" in r}
     lines = []
@@ -130,10 +145,10 @@ def render(results: list[dict]) -> str:
         for name, (out, _) in RECIPES.items():
             if not name.startswith(protocol):
                 continue
-            method = recipe_arg(name, "--method")
-            methods.append((method, name, out))
-        for method in PAPER:
-            rows = [(n, o) for m, n, o in methods if m == method and any(k[0] == n for k in by)]
+            methods.append((row_key(name), name, out))
+        for key in ROWS:
+            method = {"protomaml": "maml", "foprotomaml": "fomaml"}.get(key, key)  # the method the row runs
+            rows = [(n, o) for m, n, o in methods if m == key and any(k[0] == n for k in by)]
             if not rows:
                 continue
             cells = []
@@ -147,14 +162,14 @@ def render(results: list[dict]) -> str:
                 text = f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
                 if method in CROSS_SHOT_MARKED and trained_shot(n) != shot:
                     text += "†"
-                paper = PAPER[method][1]
+                paper = PAPER[method][1] if key == method else None  # Proto-MAML: no figure of the MAML paper
                 if protocol == "vinyals" and paper:
                     ref = paper[SETTINGS.index((way, shot))]
                     mark = "≥" if 100 * r["accuracy"] >= ref else "<"
                     text += f" ({mark} {ref})"
                 cells.append(text)
             ckpts = ", ".join(sorted({Path(o).name for n, o in rows}))
-            lines.append(f"| {method} | {ckpts} | " + " | ".join(cells) + " |")
+            lines.append(f"| {ROWS[key]} | {ckpts} | " + " | ".join(cells) + " |")
         lines.append("")
     mann = [r for r in results if "instance_accuracy" in r]
     if mann:
