@@ -62,7 +62,8 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
              base + ["--method", "protonet", "--n-way", "60", "--n-shot", "1"] + METRIC)
         # Matching Networks with the learned cosine scale (starts at 10), the encoder started from the Lake
-        # ProtoNet; the shipped file was made on the CPU with --max-seconds 900 (1,423 episodes).
+        # ProtoNet; the shipped file was made on the CPU from the 60-way ProtoNet's encoder with --meta-lr 3e-4
+        # --lr-schedule cosine --max-seconds 840 (11,888 episodes; see its metadata).
         _add("lake-matching", "checkpoints/lake/matching.safetensors",
              base + ["--method", "matching", "--n-way", "20", "--n-shot", "1"] + METRIC
              + ["--init-backbone", "checkpoints/lake/protonet.safetensors"])
