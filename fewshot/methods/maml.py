@@ -268,6 +268,7 @@ class MAML(FewShotClassifier):
             if value != off:
                 self.config[name] = value
         self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
+        self._lr_index = {name: i for i, name in enumerate(self._lr_names)}
         self.log_inner_lr: nn.Parameter | None = None
         if learn_inner_lr:
             if inner_lr <= 0:
@@ -291,7 +292,7 @@ class MAML(FewShotClassifier):
     def inner_lr_at(self, step: int, name: str) -> Tensor:
         """The learned inner learning rate of weight ``name`` at inner step ``step`` (``learn_inner_lr`` only)."""
         assert self.log_inner_lr is not None
-        return self.log_inner_lr[min(step, self.log_inner_lr.shape[0] - 1), self._lr_names.index(name)].exp()
+        return self.log_inner_lr[min(step, self.log_inner_lr.shape[0] - 1), self._lr_index[name]].exp()
 
     def _inner_lr(self, training: bool):
         if self.log_inner_lr is not None:
