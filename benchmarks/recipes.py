@@ -84,8 +84,12 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
              + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "4", "--meta-batch-size", "4",
                 "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10",
                 "--init-backbone", "checkpoints/lake/protonet.safetensors"])
+        # The transfer-learning baseline is the shared pre-trained encoder itself (issue 16 item 1): supervised
+        # classification of all 3,856 background classes (964 characters x 4 rotations) with augmentation, a
+        # `fewshot pretrain` run, not an episodic one; a new linear head is fitted on each support set.
         _add("lake-finetune", "checkpoints/lake/finetune.safetensors",
-             base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
+             ["pretrain", "--protocol", "lake", "--train-split", "trainval", "--augment", "--epochs", "15",
+              "--checkpoint-every", "500"])
         # Proto-MAML (second order) and its first-order twin: each task's head from the support prototypes, BatchNorm
         # with the fixed running statistics of the encoder they start from (the Lake ProtoNet), so that at 0 inner
         # steps they answer exactly as that ProtoNet does, and any N-way task. 20-way 1-shot episodes on the
@@ -100,8 +104,15 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                   "--meta-lr", "2e-4", "--lr-schedule", "cosine", "--init-backbone", "checkpoints/lake/protonet.safetensors"])
 
 
+def command(name: str) -> str:
+    """The ``fewshot`` command a recipe runs: ``pretrain`` where its arguments start with it, else ``train``."""
+    return "pretrain" if RECIPES[name][1][:1] == ["pretrain"] else "train"
+
+
 def evaluations(name: str) -> list[tuple[int, int]]:
     """(n_way, n_shot) settings each checkpoint is evaluated on (a fixed head limits the way)."""
+    if command(name) == "pretrain":
+        return [(5, 1), (5, 5), (20, 1), (20, 5)]  # a head is fitted to each support set: any task
     way, shot, method = int(recipe_arg(name, "--n-way")), trained_shot(name), recipe_arg(name, "--method")
     if method in ("maml", "fomaml") and "--proto-head" in RECIPES[name][1]:
         return [(5, 1), (5, 5), (20, 1), (20, 5)]  # Proto-MAML answers any N-way task
@@ -117,11 +128,15 @@ def evaluations(name: str) -> list[tuple[int, int]]:
 
 
 def recipe_arg(name: str, flag: str) -> str:
-    """The value of ``flag`` in a recipe's train arguments."""
+    """The value of ``flag`` in a recipe's train arguments (a pretrain recipe's method is the fine-tune baseline)."""
     args = RECIPES[name][1]
+    if flag == "--method" and command(name) == "pretrain":
+        return "finetune"
     return args[args.index(flag) + 1]
 
 
 def trained_shot(name: str) -> int:
-    """The shot of a recipe's training episodes."""
+    """The shot of a recipe's training episodes (0 for a pretrain recipe: it trains on batches, not episodes)."""
+    if command(name) == "pretrain":
+        return 0
     return int(recipe_arg(name, "--n-shot"))

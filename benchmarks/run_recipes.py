@@ -2,7 +2,7 @@
 
     python benchmarks/run_recipes.py --device cuda --max-seconds 330 --data-dir DIR [--only lake-] [--jobs 22]
 
-Every run is an ordinary ``python -m fewshot train`` command (its exact command line is stored in
+Every run is an ordinary ``python -m fewshot train`` (or ``pretrain``) command (its exact command line is stored in
 the checkpoint); logs go to ``--log-dir``.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import RECIPES  # noqa: E402
+from recipes import RECIPES, command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,9 +48,11 @@ def main() -> int:
             name = pending.pop(0)
             out, recipe = RECIPES[name]
             recipe = list(recipe)
-            if args.episodes is not None:
+            if command(name) == "pretrain":
+                recipe = recipe[1:]
+            elif args.episodes is not None:
                 recipe[recipe.index("--episodes") + 1] = str(args.episodes)
-            cmd = [sys.executable, "-m", "fewshot", "train", *recipe, "--out", str(Path(args.out_root) / out),
+            cmd = [sys.executable, "-m", "fewshot", command(name), *recipe, "--out", str(Path(args.out_root) / out),
                    "--device", args.device, "--max-seconds", str(args.max_seconds), "--quiet", *args.extra_args.split()]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]

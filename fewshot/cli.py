@@ -54,7 +54,8 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
     m = args.method
     if m in ("maml", "fomaml"):
         kw["n_way"] = args.n_way
-        for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm", "multi_step_loss"):
+        for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm", "multi_step_loss",
+                     "inner_grad_clip"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
         for flag in ("proto_head", "learn_inner_lr"):
@@ -261,6 +262,10 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
         if not hasattr(model, "inner_lr_test"):
             raise UserError("--inner-lr applies to maml/fomaml checkpoints only")
         model.inner_lr_test = args.inner_lr  # type: ignore[attr-defined]
+    if getattr(args, "inner_grad_clip", None) is not None:
+        if not hasattr(model, "inner_grad_clip"):
+            raise UserError("--inner-grad-clip applies to maml/fomaml checkpoints only")
+        model.inner_grad_clip = args.inner_grad_clip  # type: ignore[attr-defined]
     if getattr(args, "batch_norm", None) is not None:
         if not hasattr(model, "batch_norm"):
             raise UserError("--batch-norm applies to maml/fomaml checkpoints only")
@@ -305,6 +310,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in ("inner_steps_test", "inner_lr_test", "batch_norm"):
         if hasattr(model, name):
             report[name] = getattr(model, name)
+    if getattr(model, "inner_grad_clip", 0.0):
+        report["inner_grad_clip"] = model.inner_grad_clip
     if getattr(dataset, "skipped", None):
         report["skipped"] = list(dataset.skipped)
     if args.json:

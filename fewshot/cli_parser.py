@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAML/FOMAML: MAML++'s learned inner learning rate per layer and per step")
     t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
                    help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
+    t.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",
+                   help="MAML/FOMAML: scale each inner step's gradient down to this norm where longer (0: off)")
     t.add_argument("--checkpoint-inner", action="store_true",
                    help="MAML: recompute each inner step in the backward pass (memory flat in the number of steps)")
     t.add_argument("--distance", choices=("euclidean", "cosine"), default=None, help="ProtoNet distance")
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("test", "val", "train", "trainval"), default="test")
     e.add_argument("--inner-steps", type=int_arg(0, MAX_STEPS), default=None, help="MAML: inner steps at test time")
     e.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML: inner learning rate at test time")
+    e.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",
+                   help="MAML: inner gradient norm limit at test time (0: off)")
     e.add_argument("--batch-norm", choices=("transductive", "support", "running"), default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--within-alphabet", action="store_true",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fewshot import MAML, PrototypicalNetwork, Task
-from fewshot.methods.maml import msl_weights
+from fewshot.methods.maml import clip_inner_grads, msl_weights
 
 DT = torch.float64
 
@@ -66,9 +66,9 @@ def _meta_loss(model: MAML, task: Task) -> torch.Tensor:
     return loss
 
 
-@pytest.mark.parametrize("steps", [1, 2])
-def test_second_order_meta_gradient_through_the_prototype_head_matches_finite_differences(task, steps):
-    model = tiny(proto_head=True, inner_steps=steps, inner_lr=0.05)
+@pytest.mark.parametrize("steps,clip", [(1, 0.0), (2, 0.0), (2, 1e-2)])
+def test_second_order_meta_gradient_through_the_prototype_head_matches_finite_differences(task, steps, clip):
+    model = tiny(proto_head=True, inner_steps=steps, inner_lr=0.05, inner_grad_clip=clip)
     params = list(model.parameters())
     grads = torch.autograd.grad(_meta_loss(model, task), params)
     torch.manual_seed(5)
@@ -86,7 +86,7 @@ def test_second_order_meta_gradient_through_the_prototype_head_matches_finite_di
     numeric = (plus - minus) / (2 * eps)
     assert analytic.item() == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
-    first = tiny(proto_head=True, inner_steps=steps, inner_lr=0.05, first_order=True)
+    first = tiny(proto_head=True, inner_steps=steps, inner_lr=0.05, first_order=True, inner_grad_clip=clip)
     first.load_state_dict(model.state_dict())
     with torch.no_grad():  # back to the same point
         for p, q in zip(first.parameters(), model.parameters()):
@@ -155,7 +155,40 @@ def test_multi_step_loss_is_the_weighted_sum_of_per_step_query_losses(task):
     torch.testing.assert_close(_meta_loss(model, task), model_losses[1])
 
 
+def test_inner_gradient_clip_scales_long_gradients_down_to_the_limit_and_leaves_short_ones():
+    grads = [torch.tensor([3.0, 0.0], dtype=DT), torch.tensor([[4.0]], dtype=DT)]  # norm 5
+    clipped = clip_inner_grads(grads, 1.0)
+    assert torch.sqrt(sum(g.pow(2).sum() for g in clipped)).item() == pytest.approx(1.0, rel=1e-6)
+    torch.testing.assert_close(clipped[0], torch.tensor([0.6, 0.0], dtype=DT), rtol=1e-6, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(clip_inner_grads(grads, 10.0), grads))
+    assert all(a is b for a, b in zip(clip_inner_grads(grads, 0.0), grads))  # 0: off
+    # per task: each row (the stacked inner loop's task) is clipped on its own norm
+    stacked = [torch.tensor([[3.0, 4.0], [0.3, 0.4]], dtype=DT)]
+    torch.testing.assert_close(clip_inner_grads(stacked, 1.0, per_task=True)[0],
+                               torch.tensor([[0.6, 0.8], [0.3, 0.4]], dtype=DT), rtol=1e-6, atol=0)
+
+
+def test_a_clipped_inner_step_moves_the_weights_by_at_most_lr_times_the_limit(task):
+    """One Proto-MAML step with the clip: the whole weight change has norm lr x limit (the gradient is longer)."""
+    plain = tiny(proto_head=True, inner_lr=0.05).eval()
+    clipped = tiny(proto_head=True, inner_lr=0.05, inner_grad_clip=1e-3).eval()
+    moves = []
+    for model in (plain, clipped):
+        steps = list(model.adaptation(task.support_images, task.support_labels))
+        moves.append(torch.sqrt(sum((steps[1].weights[k] - steps[0].weights[k]).pow(2).sum() for k in steps[0].weights)))
+    assert moves[0].item() > 0.05 * 1e-3 * 10  # unclipped, the step is far longer than the limit allows
+    assert moves[1].item() == pytest.approx(0.05 * 1e-3, rel=1e-5)
+    # the model's own inner loop takes the same clipped step as the observable one
+    clipped.process_support_set(task.support_images, task.support_labels)
+    for name, value in steps[1].weights.items():
+        torch.testing.assert_close(clipped.fast_weights[name], value)
+
+
 def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="inner_grad_clip"):
+        MAML(3, inner_grad_clip=-1.0)
+    with pytest.raises(ValueError, match="inner_grad_clip"):
+        MAML(3, inner_grad_clip=float("nan"))
     with pytest.raises(ValueError, match="multi_step_loss"):
         MAML(3, multi_step_loss=1.5)
     with pytest.raises(ValueError, match="inner_steps"):
@@ -192,15 +225,24 @@ def test_cli_trains_and_evaluates_a_proto_maml_model(tmp_path, folder_data, caps
     assert main(["train", "--method", "maml", *data, "--n-way", "3", "--n-shot", "1", "--n-query", "2",
                  "--episodes", "3", "--image-size", "16", "--hidden", "8", "--proto-head", "--learn-inner-lr",
                  "--multi-step-loss", "0.5", "--inner-steps", "2", "--inner-lr", "0.01", "--val-every", "0",
-                 "--quiet", "--out", str(out)]) == 0
+                 "--inner-grad-clip", "2.5", "--quiet", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["info", "--checkpoint", str(out), "--json"]) == 0
     kwargs = json.loads(capsys.readouterr().out)["method_kwargs"]
     kwargs = kwargs if isinstance(kwargs, dict) else json.loads(kwargs)
     assert kwargs["proto_head"] is True and kwargs["learn_inner_lr"] is True and kwargs["multi_step_loss"] == 0.5
+    assert kwargs["inner_grad_clip"] == 2.5
     assert main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "4", "--n-shot", "1", "--n-query", "2",
                  "--episodes", "3", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["n_way"] == 4  # trained 3-way, answers 4-way: no fixed head
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_way"] == 4 and report["inner_grad_clip"] == 2.5  # trained 3-way, answers 4-way: no fixed head
+    assert main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "3", "--n-query", "2", "--episodes", "2",
+                 "--inner-grad-clip", "0", "--json"]) == 0
+    assert "inner_grad_clip" not in json.loads(capsys.readouterr().out)  # turned off at test time
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "3", "--episodes", "2", "--inner-grad-clip", "-1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("error:") == 1 and "--inner-grad-clip" in err and "Traceback" not in err
     code = main(["evaluate", "--checkpoint", str(out), *data, "--n-way", "3", "--n-query", "2", "--episodes", "2",
                  "--batch-norm", "running"])
     err = capsys.readouterr().err

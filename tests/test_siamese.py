@@ -58,3 +58,16 @@ def test_pair_loss_is_balanced_binary_cross_entropy(tiny_task):
     expected = nn.functional.binary_cross_entropy_with_logits(pair, same, pos_weight=pos_weight)
     torch.testing.assert_close(loss, expected)
     assert logits.shape == (6, 3)
+
+
+def test_a_new_head_is_an_l1_distance_so_a_borrowed_encoder_classifies_by_nearest_neighbour():
+    """Before training the head scores a pair by minus its mean L1 distance: an encoder copied from another model
+    (``train --init-backbone``) starts as an L1 nearest-neighbour classifier, not behind a random head."""
+    torch.manual_seed(0)
+    model = _model(dim=12)
+    support, query = torch.randn(4, 12), torch.randn(7, 12)
+    torch.testing.assert_close(model.pair_logits(query, support),
+                               -(query.unsqueeze(1) - support.unsqueeze(0)).abs().mean(-1))
+    model.process_support_set(support.view(4, 1, 3, 4), torch.arange(4))
+    nearest = torch.cdist(query, support, p=1).argmin(1)
+    assert torch.equal(model(query.view(7, 1, 3, 4)).argmax(1), nearest)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -96,6 +96,25 @@ def _lr_of(inner_lr, step: int, name: str):
     return inner_lr(step, name) if callable(inner_lr) else inner_lr
 
 
+def clip_inner_grads(grads: Sequence[Tensor], max_norm: float, *, per_task: bool = False) -> list[Tensor]:
+    """The inner gradient scaled down to norm ``max_norm`` where it is longer (``max_norm`` 0: unchanged).
+
+    One norm over all the weights' gradients (per task, over every dimension but the first, when ``per_task``:
+    the stacked inner loop's), scaled differentiably, so second-order MAML's meta-gradient sees the clip too. It
+    bounds a single step's damage: one support set with an outlier drawing can give a gradient hundreds of times
+    the usual one, and one step of it can throw every query to chance.
+    """
+    if not max_norm:
+        return list(grads)
+    if per_task:
+        norm = torch.sqrt(sum(g.pow(2).flatten(1).sum(1) for g in grads))  # (T,)
+        factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return [g * factor.view(-1, *([1] * (g.dim() - 1))) for g in grads]
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads))
+    factor = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    return [g * factor for g in grads]
+
+
 def msl_weights(n_steps: int, progress: float, anneal_fraction: float) -> list[float]:
     """MAML++'s multi-step loss weights (Antoniou et al. 2019, section 4): the importance of the query loss after
     each of ``n_steps`` inner steps, at ``progress`` in [0, 1] of the run.
@@ -115,7 +134,7 @@ def msl_weights(n_steps: int, progress: float, anneal_fraction: float) -> list[f
 
 def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
           inner_lr, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
-          loss_fn: LossFn | None = None) -> Weights:
+          loss_fn: LossFn | None = None, grad_clip: float = 0.0) -> Weights:
     """Run ``inner_steps`` SGD steps on the support loss and return new weights; inputs are not modified.
 
     Args:
@@ -131,23 +150,26 @@ def adapt(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: 
             memory as ``inner_steps`` grows; only matters with ``create_graph``).
         loss_fn: ``loss_fn(outputs, labels)`` -> scalar; default cross-entropy (classification). The
             sine-wave regression of Finn et al. passes mean-squared error.
+        grad_clip: each step's gradient is scaled down to this norm where longer (:func:`clip_inner_grads`);
+            0: never.
     """
     for weights in adapt_path(net, weights, buffers, images, labels, inner_lr=inner_lr, inner_steps=inner_steps,
-                              create_graph=create_graph, checkpoint_steps=checkpoint_steps, loss_fn=loss_fn):
+                              create_graph=create_graph, checkpoint_steps=checkpoint_steps, loss_fn=loss_fn,
+                              grad_clip=grad_clip):
         pass
     return weights
 
 
 def adapt_path(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
                inner_lr, inner_steps: int, create_graph: bool, checkpoint_steps: bool = False,
-               loss_fn: LossFn | None = None) -> Iterator[Weights]:
+               loss_fn: LossFn | None = None, grad_clip: float = 0.0) -> Iterator[Weights]:
     """:func:`adapt` one step at a time: yields the starting ``weights``, then the weights after each step
     (for MAML++'s multi-step loss, which scores the queries after every step)."""
     yield weights
     for i in range(inner_steps):
         def step(w: Weights, i: int = i) -> Weights:
             loss, _ = _support_loss(net, w, buffers, images, labels, loss_fn)
-            grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
+            grads = clip_inner_grads(torch.autograd.grad(loss, list(w.values()), create_graph=create_graph), grad_clip)
             return {name: v - _lr_of(inner_lr, i, name) * g for (name, v), g in zip(w.items(), grads)}
 
         weights = _checkpointed(step, weights) if checkpoint_steps and create_graph else step(weights)
@@ -156,7 +178,7 @@ def adapt_path(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], ima
 
 def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
                 inner_lr, inner_steps: int, query_images: Tensor | None = None,
-                stats_from_support: bool = False) -> Iterator[AdaptStep]:
+                stats_from_support: bool = False, grad_clip: float = 0.0) -> Iterator[AdaptStep]:
     """Observable adaptation: yields an :class:`AdaptStep` for step 0..``inner_steps`` (no graph kept).
 
     Each step's weights equal those :func:`adapt` would return after that many steps.
@@ -179,7 +201,8 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
                 loss = F.cross_entropy(logits, labels)
             else:
                 loss, logits = _support_loss(net, weights, buffers, images, labels)
-            grads = torch.autograd.grad(loss, list(weights.values())) if step < inner_steps else None
+            grads = (clip_inner_grads(torch.autograd.grad(loss, list(weights.values())), grad_clip)
+                     if step < inner_steps else None)
         query_logits = None
         if query_images is not None and query_images.shape[0] > 0:
             with torch.no_grad():
@@ -230,18 +253,22 @@ class MAML(FewShotClassifier):
             training and at test time (steps beyond those trained use the last step's rates).
         multi_step_loss: MAML++'s multi-step loss: during the first ``multi_step_loss`` fraction of training
             the query loss after every inner step counts (weights from :func:`msl_weights`); 0 turns it off.
+        inner_grad_clip: each inner step's gradient (all weights together) is scaled down to this norm where
+            longer, in training and at test time (:func:`clip_inner_grads`); 0 turns it off (the paper's MAML).
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
                  inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
                  backbone: nn.Module | None = None, checkpoint_inner: bool = False, proto_head: bool = False,
-                 learn_inner_lr: bool = False, multi_step_loss: float = 0.0):
+                 learn_inner_lr: bool = False, multi_step_loss: float = 0.0, inner_grad_clip: float = 0.0):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
         if inner_steps < 0 or (inner_steps_test is not None and inner_steps_test < 0):
             raise ValueError("inner_steps must be >= 0")
+        if not inner_grad_clip >= 0.0:  # NaN fails too
+            raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {inner_grad_clip}")
         if not 0.0 <= multi_step_loss <= 1.0:
             raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
         if batch_norm == "running" and backbone is not None:
@@ -252,7 +279,7 @@ class MAML(FewShotClassifier):
             backbone = conv4(in_channels, hidden, track_running_stats=batch_norm == "running")
         dim = feature_dim if feature_dim is not None else hidden
         self.net = _Classifier(backbone, None if proto_head else nn.Linear(dim, n_way))
-        self.proto_head, self.multi_step_loss = proto_head, multi_step_loss
+        self.proto_head, self.multi_step_loss, self.inner_grad_clip = proto_head, multi_step_loss, float(inner_grad_clip)
         self.n_way, self.first_order, self.batch_norm = (None if proto_head else n_way), first_order, batch_norm
         self.inner_lr, self.inner_steps = inner_lr, inner_steps
         self.inner_lr_test = inner_lr if inner_lr_test is None else inner_lr_test
@@ -264,7 +291,8 @@ class MAML(FewShotClassifier):
         self.checkpoint_inner = checkpoint_inner
         # Recorded only when set, so older checkpoints and their configs stay identical.
         for name, value, off in (("checkpoint_inner", checkpoint_inner, False), ("proto_head", proto_head, False),
-                                 ("learn_inner_lr", learn_inner_lr, False), ("multi_step_loss", multi_step_loss, 0.0)):
+                                 ("learn_inner_lr", learn_inner_lr, False), ("multi_step_loss", multi_step_loss, 0.0),
+                                 ("inner_grad_clip", float(inner_grad_clip), 0.0)):
             if value != off:
                 self.config[name] = value
         self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
@@ -329,7 +357,7 @@ class MAML(FewShotClassifier):
         weights = self.start_weights(weights, support_images, support_labels)
         return adapt_path(self.net, weights, self.buffers_copy(), support_images, support_labels,
                           inner_lr=self._inner_lr(self.training), inner_steps=steps, create_graph=create_graph,
-                          checkpoint_steps=self.checkpoint_inner)
+                          checkpoint_steps=self.checkpoint_inner, grad_clip=self.inner_grad_clip)
 
     def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
         self._task_way = self.check_labels(support_labels, self.n_way)
@@ -412,7 +440,8 @@ class MAML(FewShotClassifier):
         return adapt_steps(self.net, start, self.buffers_copy(), support_images, support_labels,
                            inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
                            inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
-                           query_images=query_images, stats_from_support=self.batch_norm == "support")
+                           query_images=query_images, stats_from_support=self.batch_norm == "support",
+                           grad_clip=self.inner_grad_clip)
 
     def batched_episode_loss(self, tasks: list[Task]) -> tuple[Tensor, list[Tensor]] | None:
         """Mean query loss of several same-shaped tasks in one batched pass (see :func:`_stacked_forward`).
@@ -454,7 +483,8 @@ class MAML(FewShotClassifier):
             weights = {k: v.detach().clone().requires_grad_() for k, v in weights.items()}
         def step(w: Weights) -> Weights:
             loss, _ = _stacked_loss(w, support, support_labels)
-            grads = torch.autograd.grad(loss, list(w.values()), create_graph=create_graph)
+            grads = clip_inner_grads(torch.autograd.grad(loss, list(w.values()), create_graph=create_graph),
+                                     self.inner_grad_clip, per_task=True)
             return {k: v - lr * g for (k, v), g in zip(w.items(), grads)}
 
         with torch.enable_grad():

@@ -31,6 +31,12 @@ class SiameseNetwork(FewShotClassifier):
         self.backbone = backbone if backbone is not None else conv4(in_channels, hidden)
         dim = feature_dim if feature_dim is not None else hidden
         self.compare = nn.Linear(dim, 1)
+        # The head starts as a distance (every weight -1/D, bias 0: the more two embeddings differ, the less alike
+        # they are), not at random: an encoder started from another model (train --init-backbone) is then an L1
+        # nearest-neighbour classifier from the first step, and its first gradients pull same-class pairs together
+        # instead of following a random head's arbitrary signs.
+        nn.init.constant_(self.compare.weight, -1.0 / dim)
+        nn.init.zeros_(self.compare.bias)
         self.aggregate = aggregate
         self.config = {"in_channels": in_channels, "hidden": hidden, "aggregate": aggregate, "feature_dim": dim}
         self.support_features: Tensor | None = None
