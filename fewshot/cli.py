@@ -107,6 +107,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, world: World | None) -> int:
+    if args.freeze_backbone and args.method in ("maml", "fomaml"):
+        raise UserError("--freeze-backbone applies to matching, siamese, mann and finetune: MAML adapts the "
+                        "whole network in its inner loop")
+    if args.freeze_backbone and not args.init_backbone and not args.resume:
+        raise UserError("--freeze-backbone keeps a trained encoder fixed: give it with --init-backbone CHECKPOINT")
     if args.episodes == 0 and not args.init_backbone and not args.resume:
         raise UserError("--episodes 0 would write an untrained model; give --episodes 1 or more (or --init-backbone "
                         "CHECKPOINT to keep a pre-trained encoder without training)")
@@ -123,6 +128,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     task = TaskConfig(args.n_way, args.n_shot, args.n_query)
     config = TrainConfig(episodes=args.episodes, meta_batch_size=args.meta_batch_size, meta_lr=args.meta_lr,
                          lr_schedule=args.lr_schedule, grad_clip=args.grad_clip, eval_every=args.val_every,
+                         freeze_backbone=args.freeze_backbone,
                          eval_tasks=args.val_episodes, checkpoint_every=args.checkpoint_every, seed=args.seed,
                          batch_tasks=False if args.no_batch_tasks else True if args.batch_tasks else None)
     state: TrainState | None = None
@@ -136,6 +142,10 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         if bool(info.metadata.get("augment")) != args.augment:
             raise UserError(f"--resume: {out} was trained {'with' if info.metadata.get('augment') else 'without'} "
                             "--augment; resume it with the same setting, or start a new run")
+        frozen = bool((info.metadata.get("train_config") or {}).get("freeze_backbone"))
+        if frozen != args.freeze_backbone:
+            raise UserError(f"--resume: {out} was trained {'with' if frozen else 'without'} --freeze-backbone; resume "
+                            "it with the same setting, or start a new run")
         metadata = dict(info.metadata)
         metadata.setdefault("resumed_with", []).append(command_line())
     else:
@@ -164,6 +174,9 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     if world is None:  # a run resumed in one process is no longer the torchrun run it continues
         for key in ("world_size", "backend"):
             metadata.pop(key, None)
+    if args.freeze_backbone and not any(not name.startswith("backbone.") for name, _ in model.named_parameters()):
+        raise UserError(f"--freeze-backbone: {args.method} has no layers of its own besides the encoder, so nothing "
+                        "would learn")
     _check_shape(model, args.n_way, args.method)
     # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
     train_set.to(device)

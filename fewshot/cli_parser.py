@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "same gradients)")
     batching.add_argument("--no-batch-tasks", action="store_true",
                           help="loop over the tasks of a meta-batch (the default on a CPU: as fast, less memory)")
+    t.add_argument("--freeze-backbone", action="store_true",
+                   help="keep the --init-backbone encoder fixed (weights and BatchNorm statistics): only the method's "
+                        "own layers learn (matching, siamese, mann, finetune)")
     t.add_argument("--max-seconds", type=float_arg(0, above=True), default=None,
                    help="stop (and save) after this much training time")
     t.add_argument("--augment", action="store_true",

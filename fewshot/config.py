@@ -49,6 +49,10 @@ class TrainConfig:
     # (ProtoNet episode 136 vs 194 ms: benchmarks/speed.py with and without --nchw), same numbers up to
     # float rounding. None: on CPU, single process.
     channels_last: bool | None = None
+    # Keep the encoder (``model.backbone``) as it is: no gradient reaches it and its BatchNorm layers stay in
+    # evaluation mode (their running statistics fixed), so only the method's own head learns (a Siamese
+    # network's comparison layer on an encoder started from another model, say).
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
         if self.episodes < 0:

@@ -141,6 +141,12 @@ def _check_finite(loss: Tensor, step: int, config: TrainConfig) -> None:
         )
 
 
+def _train_mode(model: FewShotClassifier, config: TrainConfig) -> None:
+    model.train()
+    if config.freeze_backbone:
+        model.backbone.eval()  # fixed BatchNorm statistics too
+
+
 def train(
     model: FewShotClassifier,
     sampler: TaskSampler,
@@ -183,6 +189,8 @@ def train(
             model.to(memory_format=torch.channels_last)
     elif world is None:
         use_fast_layout(model)
+    if config.freeze_backbone:
+        model.backbone.requires_grad_(False)  # Adam skips parameters that get no gradient
     optimizer = torch.optim.Adam(model.parameters(), lr=config.meta_lr, weight_decay=config.weight_decay)
     history: list[dict] = []
     start = 0
@@ -197,7 +205,7 @@ def train(
     def snapshot(step: int) -> TrainState:
         return TrainState(step, optimizer.state_dict(), sampler.state_dict(), torch.get_rng_state(), list(history))
 
-    model.train()
+    _train_mode(model, config)
     t0 = time.perf_counter()
     # CPU time of this process (all its threads) spent training (validation excluded), carried over a --resume:
     # what the time-to-accuracy curves plot.
@@ -256,7 +264,7 @@ def train(
             v0 = time.process_time()
             result = validate(model)
             cpu0 += time.process_time() - v0  # the curves count training CPU time, not validation's
-            model.train()
+            _train_mode(model, config)
             log.val_accuracy, log.val_ci95 = result.accuracy, result.ci95
         if step % log_every == 0 or log.val_accuracy is not None or step == config.episodes:
             history.append({"step": step, "loss": sum(w[0] for w in window) / len(window),
