@@ -1,0 +1,95 @@
+"""Does MAML's adaptation add? Proto-MAML after its inner steps against the same model at 0 steps, on the same episodes.
+
+At 0 inner steps Proto-MAML is exactly ProtoNet on its own encoder (``tests/test_protomaml.py``), so this is issue
+16's "MAML-family >= ProtoNet on the same encoder", cell by cell. Both answers come from one pass over the same
+episodes (seed 0, 5 queries per class), so the difference is paired: its 95% CI is that of the per-episode
+differences.
+
+    python benchmarks/adaptation_gain.py --data-dir DIR [--episodes 1000] [--checkpoints A.safetensors ...]
+                                         [--inner-grad-clip NORM] [--out FILE]
+
+Writes ``benchmarks/results/adaptation_gain.json`` and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fewshot import TaskSampler, load_checkpoint, load_omniglot  # noqa: E402
+
+SETTINGS = ((5, 1), (5, 5), (20, 1), (20, 5))
+DEFAULT = ["checkpoints/lake/protomaml.safetensors", "checkpoints/lake/foprotomaml.safetensors"]
+
+
+def _accuracy(model, task) -> float:
+    model.process_support_set(task.support_images, task.support_labels)
+    return (model(task.query_images).argmax(1) == task.query_labels).float().mean().item()
+
+
+def compare(path: str, dataset, episodes: int, clip: float | None = None) -> list[dict]:
+    model, info = load_checkpoint(ROOT / path)
+    model.eval()
+    if clip is not None:
+        model.inner_grad_clip = clip
+    steps = model.inner_steps_test
+    rows = []
+    for way, shot in SETTINGS:
+        sampler = TaskSampler(dataset, way, shot, 5, seed=0)
+        zero, adapted = [], []
+        with torch.no_grad():
+            for _ in range(episodes):
+                task = sampler.sample_task()
+                model.inner_steps_test = 0
+                zero.append(_accuracy(model, task))
+                model.inner_steps_test = steps
+                adapted.append(_accuracy(model, task))
+        diff = torch.tensor(adapted) - torch.tensor(zero)
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        rows.append({"checkpoint": path, "n_way": way, "n_shot": shot, "episodes": episodes, "inner_steps": steps,
+                     "inner_grad_clip": getattr(model, "inner_grad_clip", 0.0),
+                     "accuracy_0_steps": mean(zero), "accuracy_adapted": mean(adapted),
+                     "gain": diff.mean().item(), "gain_ci95": 1.96 * diff.std().item() / math.sqrt(episodes),
+                     "episodes_worse": int((diff < 0).sum()), "episodes_better": int((diff > 0).sum()),
+                     "worst_episode_change": diff.min().item()})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| checkpoint | setting | 0 steps (= ProtoNet on its encoder) | after its inner steps | gain (paired 95% CI) "
+             "| episodes worse / better |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        clip = f" (clip {r['inner_grad_clip']:g})" if r["inner_grad_clip"] else ""
+        lines.append(f"| {Path(r['checkpoint']).name}{clip} | {r['n_way']}w{r['n_shot']}s | {100 * r['accuracy_0_steps']:.2f} "
+                     f"| {100 * r['accuracy_adapted']:.2f} | {100 * r['gain']:+.2f} ± {100 * r['gain_ci95']:.2f} "
+                     f"| {r['episodes_worse']} / {r['episodes_better']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--checkpoints", nargs="*", default=DEFAULT)
+    p.add_argument("--inner-grad-clip", type=float, default=None, help="override the checkpoints' own (0: off)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    dataset = load_omniglot("lake", "test", data_dir=args.data_dir)
+    rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip)]
+    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
