@@ -35,16 +35,15 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # Without a GPU the shipped Vinyals ProtoNet, Matching, Siamese and FOMAML files were made on the CPU with
         # --max-seconds 1200, each from another model's encoder (--init-backbone): ProtoNet from the Lake ProtoNet (the
         # Lake models saw images_background only, all of it inside the Vinyals trainval split, none of its test
-        # alphabets), Matching and Siamese from that Vinyals ProtoNet 1-shot, FOMAML from the Vinyals MAML (with
+        # alphabets), Matching (and Siamese, below) from that Vinyals ProtoNet 1-shot, FOMAML from the Vinyals MAML (with
         # --meta-batch-size 8). The 20-way 1-shot MAML file started from that ProtoNet 1-shot's encoder too, with
         # --meta-batch-size 4 and MAML_5WAY's inner loop (1 step of lr 0.4 in training, 3 at test) instead of
         # MAML_20WAY's. The 20-way FOMAML made that way learned nothing (query loss stuck near ln 20, 40.5%): one
         # first-order step of lr 0.4 on a 20-way support loss barely moves a random head, and first-order MAML
         # cannot learn to make that step larger (the term that would is the second-order one). The shipped 20-way
         # FOMAML now has MAML_20WAY's inner loop (5 steps of lr 0.1), --meta-batch-size 4, from the same encoder
-        # (issue 16 item 4; benchmarks/results.md). The MANN file started from that ProtoNet too, with --meta-batch-size 4 (50-image sequences, as below). The
-        # fine-tune baseline was pre-trained from scratch on 20-way 5-shot batches (two 1200 s runs, the second a
-        # --resume). Each file's metadata holds its exact command (benchmarks/list_checkpoints.py).
+        # (issue 16 item 4; benchmarks/results.md). The MANN file started from that ProtoNet too, with --meta-batch-size 4 (50-image sequences, as below). Each
+        # file's metadata holds its exact command (benchmarks/list_checkpoints.py).
         for shot in (1, 5):
             _add(f"vinyals-protonet-{shot}shot", f"checkpoints/vinyals/protonet-60w{shot}s.safetensors",
                  base + ["--method", "protonet", "--n-way", "60", "--n-shot", str(shot)] + METRIC)
@@ -54,20 +53,29 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                 for method in ("maml", "fomaml"):
                     _add(f"vinyals-{method}-{way}w{shot}s", f"checkpoints/vinyals/{method}-{way}w{shot}s.safetensors",
                          base + ["--method", method, "--n-way", str(way), "--n-shot", str(shot)] + extra)
+        # Siamese: the verification head trained on the Vinyals ProtoNet 1-shot's encoder, kept fixed (as Lake's below).
         _add("vinyals-siamese", "checkpoints/vinyals/siamese-20w1s.safetensors",
-             base + ["--method", "siamese", "--n-way", "20", "--n-shot", "1"] + METRIC)
+             _with(base, "--episodes", "3000") + ["--method", "siamese", "--n-way", "20", "--n-shot", "1", "--n-query",
+                                                  "5", "--meta-lr", "1e-2", "--lr-schedule", "cosine", "--init-backbone",
+                                                  "checkpoints/vinyals/protonet-60w1s.safetensors", "--freeze-backbone"])
         _add("vinyals-mann", "checkpoints/vinyals/mann-5w.safetensors",
              base + ["--method", "mann", "--n-way", "5", "--n-shot", "1", "--n-query", "9", "--meta-batch-size", "16",
                      "--meta-lr", "1e-3", "--lr-schedule", "cosine", "--grad-clip", "10"])
+        # The transfer baseline: the pre-trained encoder of `fewshot pretrain` (4,800 trainval classes, augmented).
         _add("vinyals-finetune", "checkpoints/vinyals/finetune.safetensors",
-             base + ["--method", "finetune", "--n-way", "60", "--n-shot", "5"] + METRIC)
+             ["pretrain", "--protocol", "vinyals", "--train-split", "trainval", "--augment", "--epochs", "15",
+              "--checkpoint-every", "500"])
     else:
         # The app's models: trained on images_background only, used on characters never seen. The shipped ProtoNet
-        # was made on the CPU in two runs: 20-way 1-shot episodes for 1500 s, then this recipe (60-way 1-shot) for
-        # 3600 s from that run's encoder (--init-backbone); its metadata holds both commands. Matching, Siamese and
-        # MANN below were started from the first of the two (the file this path held before, 96.0% at 5-way 1-shot).
+        # was made on the CPU in three runs, each from the last one's encoder (--init-backbone; its metadata holds
+        # the commands): 20-way 1-shot episodes for 1500 s; 60-way 1-shot, Adam 1e-3 halved every quarter, 3600 s
+        # (1,819 steps); then this recipe, 60-way 1-shot, Adam 3e-4 cosine over 4,000 steps (3,660 s). The models
+        # below that start from "checkpoints/lake/protonet.safetensors" started from the file that path held then
+        # (each one's metadata names it).
         _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
-             base + ["--method", "protonet", "--n-way", "60", "--n-shot", "1"] + METRIC)
+             _with(base, "--episodes", "4000") + ["--method", "protonet", "--n-way", "60", "--n-shot", "1", "--n-query",
+                                                  "5", "--meta-lr", "3e-4", "--lr-schedule", "cosine",
+                                                  "--init-backbone", "checkpoints/lake/protonet.safetensors"])
         # Matching Networks with the learned cosine scale (starts at 10), the encoder started from the Lake
         # ProtoNet; the shipped file was made on the CPU from the 60-way ProtoNet's encoder with --meta-lr 3e-4
         # --lr-schedule cosine --max-seconds 840 (11,888 episodes; see its metadata).
@@ -104,14 +112,15 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # with the fixed running statistics of the encoder they start from (the Lake ProtoNet), so that at 0 inner
         # steps they answer exactly as that ProtoNet does, and any N-way task. 20-way 1-shot episodes on the
         # background alphabets' train split (27 alphabets), validated every 100 steps on the other 3 (the
-        # time-to-accuracy curve); made on the CPU with --max-seconds (see the metadata).
+        # time-to-accuracy curve); made on the CPU with --max-seconds (see the metadata). Each inner step's gradient
+        # is clipped to norm 1: unclipped, one 5-way 5-shot support set in 200 sent every query to chance in one step.
         for method, name in (("maml", "protomaml"), ("fomaml", "foprotomaml")):
             _add(f"lake-{name}", f"checkpoints/lake/{name}.safetensors",
                  ["--protocol", "lake", "--train-split", "train", "--val-every", "100", "--val-episodes", "100",
                   "--episodes", "100000", "--checkpoint-every", "50", "--method", method, "--proto-head",
                   "--batch-norm", "running", "--n-way", "20", "--n-shot", "1", "--n-query", "5", "--meta-batch-size", "1",
                   "--inner-steps", "1", "--inner-lr", "0.01", "--learn-inner-lr", "--inner-steps-test", "1",
-                  "--meta-lr", "2e-4", "--lr-schedule", "cosine", "--init-backbone", "checkpoints/lake/protonet.safetensors"])
+                  "--inner-grad-clip", "1.0", "--meta-lr", "2e-4", "--lr-schedule", "cosine", "--init-backbone", "checkpoints/lake/protonet.safetensors"])
 
 
 def command(name: str) -> str:
