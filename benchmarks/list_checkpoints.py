@@ -27,8 +27,12 @@ def main() -> int:
         init = meta.get("init_backbone")
         if init:
             command += f" (backbone initialised from {Path(init['checkpoint']).name})"
-        print(f"| {path.relative_to(ROOT)} | {meta['method']} | {meta.get('protocol')} | "
-              f"{meta.get('n_way')}w{meta.get('n_shot')}s | {steps} | {history[-1].get('seconds', '')} | `{command}` |")
+        pretrain = meta.get("pretrain")  # `fewshot pretrain`: batches over every class, not episodes
+        trained = (f"batches of {pretrain.get('batch_size')}" if isinstance(pretrain, dict) else
+                   f"{meta.get('n_way')}w{meta.get('n_shot')}s" if meta.get("n_way") else
+                   f"K = {meta.get('n_shot')}" if meta.get("n_shot") else "")  # the sine regressors: K points
+        print(f"| {path.relative_to(ROOT)} | {meta['method']} | {meta.get('protocol') or ''} | "
+              f"{trained} | {steps} | {history[-1].get('seconds', '')} | `{command}` |")
     return 0
 
 

@@ -1,6 +1,6 @@
 """MAML on sine waves: the regression of Finn et al. 2017 (section 5.1, Figure 2), one inner step at a time.
 
-Self-contained: imports ``fewshot``, Streamlit and plotly only. The two models are the shipped
+Self-contained: imports ``fewshot``, Streamlit and plotly (and pandas, for plotly) only. The two models are the shipped
 ``checkpoints/sine/{maml,pretrained}.safetensors``; both adapt with the same SGD (``fewshot.adaptation_curves``,
 i.e. ``fewshot.adapt`` with mean-squared error), and nothing here changes them.
 """
@@ -13,6 +13,10 @@ import time
 from functools import partial
 from pathlib import Path
 
+# Imported, not used: plotly's validators look pandas up in sys.modules without the import lock, so while the
+# app's warm-up thread is still importing pandas (app.py) a figure built here met a half-initialised module
+# ("partially initialized module 'pandas' has no attribute 'Series'"). This import waits for that one to finish.
+import pandas  # noqa: F401
 import plotly.graph_objects as go
 import streamlit as st
 import torch
