@@ -81,7 +81,7 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                                                   "--init-backbone", "checkpoints/lake/protonet.safetensors"])
         # Matching Networks with the learned cosine scale (starts at 10) on the Lake ProtoNet's encoder, kept fixed
         # (--freeze-backbone: only the scale learns). Training the encoder too (Adam 3e-4 cosine, 840 s, 4,391 steps
-        # from the same ProtoNet) gave 97.6 / 92.0 at 5w1s / 20w1s, below the frozen encoder's 98.3 / 94.3.
+        # from the same ProtoNet) gave 97.6 / 92.0 at 5w1s / 20w1s, below the frozen encoder's 98.4 / 94.6.
         _add("lake-matching", "checkpoints/lake/matching.safetensors",
              _with(base, "--episodes", "1500") + ["--method", "matching", "--n-way", "20", "--n-shot", "1", "--n-query",
                                                   "5", "--meta-lr", "1e-2", "--lr-schedule", "cosine", "--init-backbone",

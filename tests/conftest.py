@@ -79,6 +79,27 @@ def tiny_task(make_task: Callable[..., Task]) -> Task:
     return make_task(3, 2, 2, size=8)
 
 
+@pytest.fixture(scope="session")
+def pattern_folder(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int, int, int], Path]:
+    """Factory of real folder datasets, no Omniglot needed: ``pattern_folder(n_classes, per_class, size)`` writes
+    ``n_classes`` folders of ``per_class`` noisy copies of a random binary pattern (``size`` x ``size`` PNGs, seed 0)
+    and returns their root."""
+    from PIL import Image
+
+    def make(n_classes: int, per_class: int, size: int) -> Path:
+        root = tmp_path_factory.mktemp("patterns")
+        rng = np.random.default_rng(0)
+        for c in range(n_classes):
+            proto = rng.random((size, size)) < 0.3
+            (root / f"c{c}").mkdir()
+            for k in range(per_class):
+                pixels = proto ^ (rng.random((size, size)) < 0.08)
+                Image.fromarray(np.where(pixels, 0, 255).astype(np.uint8)).save(root / f"c{c}" / f"{k}.png")
+        return root
+
+    return make
+
+
 def grating_dataset(n_classes: int = 10, n_per_class: int = 20, size: int = 16, *, seed: int = 0) -> TensorDataset:
     """Classes are oriented sine gratings (5 orientations x 2 frequencies) with a random phase and noise.
 

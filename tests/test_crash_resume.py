@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import fewshot
 
@@ -36,17 +35,9 @@ def _env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def folder_data(tmp_path_factory) -> Path:
+def folder_data(pattern_folder) -> Path:
     """6 classes x 6 noisy binary patterns (28x28 PNGs): a real folder dataset, no Omniglot needed."""
-    root = tmp_path_factory.mktemp("crash-data")
-    rng = np.random.default_rng(0)
-    for c in range(6):
-        proto = rng.random((28, 28)) < 0.3
-        (root / f"c{c}").mkdir()
-        for k in range(6):
-            pixels = proto ^ (rng.random((28, 28)) < 0.08)
-            Image.fromarray(np.where(pixels, 0, 255).astype(np.uint8)).save(root / f"c{c}" / f"{k}.png")
-    return root
+    return pattern_folder(6, 6, 28)
 
 
 def _train_args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -3,10 +3,8 @@ layers learn, and the flag is refused where it could not mean anything."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from fewshot import SiameseNetwork, TaskSampler, TrainConfig, load_checkpoint, train
 from fewshot.cli import main
@@ -28,17 +26,9 @@ def test_a_frozen_encoder_keeps_its_weights_and_batch_norm_statistics_while_the_
 
 
 @pytest.fixture(scope="module")
-def folder_data(tmp_path_factory):
-    """4 classes x 4 noisy binary patterns (16x16 PNGs)."""
-    root = tmp_path_factory.mktemp("freeze-data")
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        proto = rng.random((16, 16)) < 0.3
-        (root / f"c{c}").mkdir()
-        for k in range(4):
-            pixels = proto ^ (rng.random((16, 16)) < 0.08)
-            Image.fromarray(np.where(pixels, 0, 255).astype(np.uint8)).save(root / f"c{c}" / f"{k}.png")
-    return root
+def folder_data(pattern_folder):
+    """4 classes x 4 noisy binary patterns (16x16 PNGs): a real folder dataset, no Omniglot needed."""
+    return pattern_folder(4, 4, 16)
 
 
 def _train(folder_data, tmp_path, *extra: str) -> list[str]:

@@ -198,20 +198,9 @@ def test_bad_options_are_refused():
 
 
 @pytest.fixture(scope="module")
-def folder_data(tmp_path_factory):
+def folder_data(pattern_folder):
     """5 classes x 5 noisy binary patterns (16x16 PNGs): a real folder dataset, no Omniglot needed."""
-    import numpy as np
-    from PIL import Image
-
-    root = tmp_path_factory.mktemp("pm-data")
-    rng = np.random.default_rng(0)
-    for c in range(5):
-        proto = rng.random((16, 16)) < 0.3
-        (root / f"c{c}").mkdir()
-        for k in range(5):
-            pixels = proto ^ (rng.random((16, 16)) < 0.08)
-            Image.fromarray(np.where(pixels, 0, 255).astype(np.uint8)).save(root / f"c{c}" / f"{k}.png")
-    return root
+    return pattern_folder(5, 5, 16)
 
 
 def test_cli_trains_and_evaluates_a_proto_maml_model(tmp_path, folder_data, capsys):

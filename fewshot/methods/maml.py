@@ -101,7 +101,7 @@ def clip_inner_grads(grads: Sequence[Tensor], max_norm: float, *, per_task: bool
 
     One norm over all the weights' gradients (per task, over every dimension but the first, when ``per_task``:
     the stacked inner loop's), scaled differentiably, so second-order MAML's meta-gradient sees the clip too. It
-    bounds a single step's damage: one support set with an outlier drawing can give a gradient hundreds of times
+    bounds a single step's damage: one support set with an outlier drawing can give a gradient far longer than
     the usual one, and one step of it can throw every query to chance.
     """
     if not max_norm:

@@ -110,12 +110,29 @@ def list_checkpoints() -> tuple[dict[str, list[str]], dict[str, dict], list[str]
 
 
 @st.cache_data(show_spinner=False)
-def _accuracies(path: str, mtime: float | None) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
+def _json_file(path: str, mtime: float) -> Any:
+    """The parsed JSON at ``path``, read again only when its ``mtime`` changes; ``None`` when it cannot be read."""
     try:
-        records = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return out
+        return None
+
+
+def _json_beside_checkpoints(name: str) -> Any:
+    """``name`` (a JSON file in the checkpoint folder) parsed, or ``None`` when it is missing or unreadable."""
+    path = checkpoint_dir() / name
+    try:
+        mtime = path.stat().st_mtime
+    except OSError:
+        return None
+    return _json_file(str(path), mtime)
+
+
+def measured_accuracies() -> dict[str, list[dict]]:
+    """Test accuracies of the checkpoints (``accuracy.json`` beside them) by checkpoint id; empty when there is
+    no such file or it cannot be read (the sidebar then shows validation accuracies)."""
+    records = _json_beside_checkpoints(ACCURACY_FILE)
+    out: dict[str, list[dict]] = {}
     for record in records if isinstance(records, list) else []:
         if isinstance(record, dict) and {"accuracy", "ci95", "n_way", "n_shot", "checkpoint"} <= set(record):
             key = str(Path(record["checkpoint"])).split("checkpoints/")[-1]
@@ -123,40 +140,18 @@ def _accuracies(path: str, mtime: float | None) -> dict[str, list[dict]]:
     return out
 
 
-def measured_accuracies() -> dict[str, list[dict]]:
-    """Test accuracies of the checkpoints (``accuracy.json`` beside them) by checkpoint id; empty when there is
-    no such file or it cannot be read (the sidebar then shows validation accuracies)."""
-    path = checkpoint_dir() / ACCURACY_FILE
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
-        return {}
-    return _accuracies(str(path), mtime)
-
-
 CURVES_FILE = "training_curves.json"
-
-
-@st.cache_data(show_spinner=False)
-def _curves(path: str, mtime: float) -> dict[str, dict]:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {label: c for label, c in data.items()
-            if isinstance(c, dict) and isinstance(c.get("points"), list) and c["points"]} if isinstance(data, dict) else {}
 
 
 def training_curves() -> dict[str, dict]:
     """Time-to-accuracy curves of the shipped models' training runs (``training_curves.json`` beside the checkpoints,
     written by ``benchmarks/time_to_accuracy.py``): label -> {"points": [{"cpu_seconds", "accuracy", "step"}], ...};
     empty when there is no such file or it cannot be read."""
-    path = checkpoint_dir() / CURVES_FILE
-    try:
-        mtime = path.stat().st_mtime
-    except OSError:
+    data = _json_beside_checkpoints(CURVES_FILE)
+    if not isinstance(data, dict):
         return {}
-    return _curves(str(path), mtime)
+    return {label: c for label, c in data.items() if isinstance(c, dict) and isinstance(c.get("points"), list)
+            and c["points"]}
 
 
 def describe_checkpoint(meta: dict, checkpoint_id: str | None = None) -> str:
