@@ -6,7 +6,12 @@ episodes (seed 0, 5 queries per class), so the difference is paired: its 95% CI 
 differences.
 
     python benchmarks/adaptation_gain.py --data-dir DIR [--episodes 1000] [--checkpoints A.safetensors ...]
-                                         [--inner-grad-clip NORM] [--out FILE]
+                                         [--inner-grad-clip NORM] [--inner-lr LR] [--inner-steps S] [--out FILE]
+
+``--inner-lr`` and ``--inner-steps`` replace the checkpoints' own test-time inner loop (a fixed rate for every
+layer, in place of learned ones), to ask what larger steps would do. Each row also gives the support set's mean
+cross-entropy under the prototype head before any step (``support_loss_0``): the gradient the inner loop follows
+comes from it, so where it is near 0 the steps can change little.
 
 Writes ``benchmarks/results/adaptation_gain.json`` and prints a markdown table.
 """
@@ -35,27 +40,36 @@ def _accuracy(model, task) -> float:
     return (model(task.query_images).argmax(1) == task.query_labels).float().mean().item()
 
 
-def compare(path: str, dataset, episodes: int, clip: float | None = None) -> list[dict]:
+def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: float | None = None,
+            steps: int | None = None) -> list[dict]:
     model, info = load_checkpoint(ROOT / path)
     model.eval()
     if clip is not None:
         model.inner_grad_clip = clip
+    if lr is not None:
+        model.inner_lr_test, model.log_inner_lr = lr, None  # one fixed rate in place of the learned ones
+    if steps is not None:
+        model.inner_steps_test = steps
     steps = model.inner_steps_test
     rows = []
     for way, shot in SETTINGS:
         sampler = TaskSampler(dataset, way, shot, 5, seed=0)
-        zero, adapted = [], []
+        zero, adapted, support_loss = [], [], []
         with torch.no_grad():
             for _ in range(episodes):
                 task = sampler.sample_task()
                 model.inner_steps_test = 0
                 zero.append(_accuracy(model, task))
+                support_loss.append(torch.nn.functional.cross_entropy(model(task.support_images),
+                                                                      task.support_labels).item())
                 model.inner_steps_test = steps
                 adapted.append(_accuracy(model, task))
         diff = torch.tensor(adapted) - torch.tensor(zero)
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         rows.append({"checkpoint": path, "n_way": way, "n_shot": shot, "episodes": episodes, "inner_steps": steps,
                      "inner_grad_clip": getattr(model, "inner_grad_clip", 0.0),
+                     "inner_lr": "learned" if model.log_inner_lr is not None else model.inner_lr_test,
+                     "support_loss_0": mean(support_loss),
                      "accuracy_0_steps": mean(zero), "accuracy_adapted": mean(adapted),
                      "gain": diff.mean().item(), "gain_ci95": 1.96 * diff.std().item() / math.sqrt(episodes),
                      "episodes_worse": int((diff < 0).sum()), "episodes_better": int((diff > 0).sum()),
@@ -65,13 +79,17 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None) -> lis
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| checkpoint | setting | 0 steps (= ProtoNet on its encoder) | after its inner steps | gain (paired 95% CI) "
-             "| episodes worse / better |", "|---|---|---|---|---|---|"]
+    lines = ["| checkpoint | setting | inner loop | support loss at 0 steps | 0 steps (= ProtoNet on its encoder) "
+             "| after its inner steps | gain (paired 95% CI) | episodes worse / better |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        clip = f" (clip {r['inner_grad_clip']:g})" if r["inner_grad_clip"] else ""
-        lines.append(f"| {Path(r['checkpoint']).name}{clip} | {r['n_way']}w{r['n_shot']}s | {100 * r['accuracy_0_steps']:.2f} "
-                     f"| {100 * r['accuracy_adapted']:.2f} | {100 * r['gain']:+.2f} ± {100 * r['gain_ci95']:.2f} "
-                     f"| {r['episodes_worse']} / {r['episodes_better']} |")
+        lr = r.get("inner_lr", "learned")
+        loop = f"{r['inner_steps']} x lr {lr if isinstance(lr, str) else format(lr, 'g')}"
+        loop += f", clip {r['inner_grad_clip']:g}" if r["inner_grad_clip"] else ""
+        support = f"{r['support_loss_0']:.3g}" if "support_loss_0" in r else "-"
+        lines.append(f"| {Path(r['checkpoint']).name} | {r['n_way']}w{r['n_shot']}s | {loop} | {support} "
+                     f"| {100 * r['accuracy_0_steps']:.2f} | {100 * r['accuracy_adapted']:.2f} "
+                     f"| {100 * r['gain']:+.2f} ± {100 * r['gain_ci95']:.2f} | {r['episodes_worse']} / {r['episodes_better']} |")
     return "\n".join(lines)
 
 
@@ -81,11 +99,14 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--checkpoints", nargs="*", default=DEFAULT)
     p.add_argument("--inner-grad-clip", type=float, default=None, help="override the checkpoints' own (0: off)")
+    p.add_argument("--inner-lr", type=float, default=None, help="one fixed test-time inner rate for every layer")
+    p.add_argument("--inner-steps", type=int, default=None, help="test-time inner steps")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     dataset = load_omniglot("lake", "test", data_dir=args.data_dir)
-    rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip)]
+    rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip, args.inner_lr,
+                                                              args.inner_steps)]
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
     return 0

@@ -115,6 +115,12 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     if args.episodes == 0 and not args.init_backbone and not args.resume:
         raise UserError("--episodes 0 would write an untrained model; give --episodes 1 or more (or --init-backbone "
                         "CHECKPOINT to keep a pre-trained encoder without training)")
+    if args.alphabet_groups is not None:
+        if args.dataset != "omniglot":
+            raise UserError("--alphabet-groups groups Omniglot's characters by alphabet; a folder dataset has none")
+        if not 2 <= args.alphabet_groups <= args.n_way:
+            raise UserError(f"--alphabet-groups {args.alphabet_groups}: give 2 to --n-way ({args.n_way}) characters "
+                            "per alphabet block")
     out = check_out_path(args.out, resume=args.resume)  # now, not after the run: no training is lost to a bad path
     device = resolve_device(args.device) if world is None else world.device
     rotations = False if args.no_rotations else None
@@ -142,6 +148,10 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         if bool(info.metadata.get("augment")) != args.augment:
             raise UserError(f"--resume: {out} was trained {'with' if info.metadata.get('augment') else 'without'} "
                             "--augment; resume it with the same setting, or start a new run")
+        if info.metadata.get("alphabet_groups") != args.alphabet_groups:
+            raise UserError(f"--resume: {out} was trained with --alphabet-groups "
+                            f"{info.metadata.get('alphabet_groups') or 'off'}; resume it with the same setting, or "
+                            "start a new run")
         frozen = bool((info.metadata.get("train_config") or {}).get("freeze_backbone"))
         if frozen != args.freeze_backbone:
             raise UserError(f"--resume: {out} was trained {'with' if frozen else 'without'} --freeze-backbone; resume "
@@ -168,6 +178,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         "n_way": args.n_way, "n_shot": args.n_shot, "n_query": args.n_query,
         "task_config": asdict(task), "train_config": asdict(config),
         "augment": AffineAugment().to_dict() if args.augment else None,
+        "alphabet_groups": args.alphabet_groups,
         **({"world_size": world.world_size, "backend": world.backend} if world is not None else {}),
         "class_names": train_set.class_names if args.dataset == "folder" else None,
     })
@@ -181,7 +192,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
     train_set.to(device)
     sampler = TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed,
-                          augment=AffineAugment() if args.augment else None)
+                          augment=AffineAugment() if args.augment else None, alphabet_groups=args.alphabet_groups)
     validate = None
     if val_set is not None:
         val_set.to(device)

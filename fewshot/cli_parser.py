@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", action="store_true",
                    help="warp every training image by a small random affine (rotation, scale, shear, shift; "
                         "seeded; never in validation or evaluation)")
+    t.add_argument("--alphabet-groups", type=_positive, default=None, metavar="M",
+                   help="omniglot: draw each episode's classes in blocks of up to M characters of one alphabet "
+                        "(harder episodes of look-alike characters, as in Lake et al.'s within-alphabet task)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("pretrain", help="pre-train a shared Conv-4 encoder as a classifier over all training classes "

@@ -11,7 +11,7 @@ from torch import Tensor
 from .augment import AffineAugment
 from .datasets import FewShotDataset
 
-__all__ = ["Task", "SeededSampler", "TaskSampler", "AlphabetTaskSampler", "make_task"]
+__all__ = ["Task", "SeededSampler", "TaskSampler", "AlphabetTaskSampler", "alphabet_group", "make_task"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,13 @@ def _task_from(images: Tensor, class_ids: Tensor, n_way: int, n_shot: int, n_que
                 query_labels=labels.expand(n, q).reshape(-1), class_ids=class_ids.to(images.device))
 
 
+def alphabet_group(class_name: str) -> str:
+    """The group of an Omniglot class name ``Alphabet/character[/rotNNN]``: its alphabet at one rotation
+    (characters of one alphabet, turned the same way, look alike)."""
+    parts = class_name.split("/")
+    return parts[0] if len(parts) < 3 or parts[2] in ("rot000", "") else f"{parts[0]} ({parts[2]})"
+
+
 class SeededSampler:
     """What every sampler shares: one ``torch.Generator`` is its whole state (saved with a run and restored on
     ``--resume``), and iterating it yields :meth:`sample_task` for ever."""
@@ -95,14 +102,20 @@ class TaskSampler(SeededSampler):
             (:class:`fewshot.augment.AffineAugment`), drawn from the same generator, so augmented
             tasks are reproducible from ``seed`` and resume from :meth:`state_dict`. Evaluation
             samplers never pass it.
+        alphabet_groups: training only: draw each task's ``n_way`` classes in blocks of up to this
+            many characters of one alphabet (:func:`alphabet_group`; Omniglot class names), the
+            alphabets in random order, so that every task holds look-alike characters to tell apart,
+            as Lake et al.'s within-alphabet task does. ``None``: classes drawn uniformly.
 
     Raises:
         ValueError: fewer than ``n_way`` usable classes, or a class with too few images; the
-            message names the class and the fix.
+            message names the class and the fix. ``alphabet_groups`` below 2, or class names
+            without an alphabet part.
     """
 
     def __init__(self, dataset: FewShotDataset, n_way: int, n_shot: int, n_query: int, *,
-                 seed: int = 0, generator: torch.Generator | None = None, augment: AffineAugment | None = None):
+                 seed: int = 0, generator: torch.Generator | None = None, augment: AffineAugment | None = None,
+                 alphabet_groups: int | None = None):
         for name, value, low in (("n_way", n_way, 1), ("n_shot", n_shot, 1), ("n_query", n_query, 0)):
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
@@ -131,11 +144,39 @@ class TaskSampler(SeededSampler):
         self.dataset, self.n_way, self.n_shot, self.n_query = dataset, n_way, n_shot, n_query
         self.generator = generator if generator is not None else torch.Generator().manual_seed(seed)
         self.augment = augment
+        self.alphabet_groups = alphabet_groups
+        self.groups: list[Tensor] = []
+        if alphabet_groups is not None:
+            if not isinstance(alphabet_groups, int) or alphabet_groups < 2:
+                raise ValueError(f"alphabet_groups must be an integer >= 2, got {alphabet_groups!r}")
+            if not all("/" in names[c] for c in present):
+                raise ValueError("alphabet-grouped tasks need Omniglot class names (Alphabet/character); this "
+                                 "dataset's classes have no alphabet")
+            by_group: dict[str, list[int]] = {}
+            for c in present:
+                by_group.setdefault(alphabet_group(names[c]), []).append(c)
+            self.groups = [torch.tensor(cs, dtype=torch.long) for _, cs in sorted(by_group.items())]
+
+    def _classes(self) -> Tensor:
+        """The task's ``n_way`` class ids: uniformly drawn, or in alphabet blocks (``alphabet_groups``)."""
+        g = self.generator
+        if self.alphabet_groups is None:
+            return self.classes[torch.randperm(len(self.classes), generator=g)[: self.n_way]]
+        blocks, count = [], 0
+        for i in torch.randperm(len(self.groups), generator=g).tolist():
+            group = self.groups[i]
+            take = min(self.alphabet_groups, self.n_way - count, len(group))
+            blocks.append(group[torch.randperm(len(group), generator=g)[:take]])
+            count += take
+            if count == self.n_way:
+                break
+        class_ids = torch.cat(blocks)
+        return class_ids[torch.randperm(len(class_ids), generator=g)]  # blocks mixed over the task's labels
 
     def _draw(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """Item indices ``(n_way, n_shot + n_query)``, class ids ``(n_way,)`` and augmentation draws (or None)."""
         g = self.generator
-        class_ids = self.classes[torch.randperm(len(self.classes), generator=g)[: self.n_way]]
+        class_ids = self._classes()
         rows = []
         for c in class_ids.tolist():
             items = self.class_items[c]
@@ -204,9 +245,7 @@ class AlphabetTaskSampler(SeededSampler):
             class_drawers.setdefault(c, set()).add(d)
         groups: dict[str, list[int]] = {}
         for c in sorted(class_drawers):
-            parts = names[c].split("/")
-            key = parts[0] if len(parts) < 3 or parts[2] in ("rot000", "") else f"{parts[0]} ({parts[2]})"
-            groups.setdefault(key, []).append(c)
+            groups.setdefault(alphabet_group(names[c]), []).append(c)
         if alphabet is not None:
             if alphabet not in groups:
                 raise ValueError(f"no alphabet {alphabet!r} in this split; choose one of {', '.join(sorted(groups))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from fewshot import SyntheticDataset, load_omniglot
 from fewshot.cli import main
-from fewshot.tasks import AlphabetTaskSampler
+from fewshot.tasks import AlphabetTaskSampler, TaskSampler
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,92 @@ def test_bad_within_alphabet_input_is_one_error_line(checkpoint, omniglot_dir, o
     assert code == 2 and out == ""
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+
+
+# --- training on alphabet-grouped episodes (--alphabet-groups) ------------------------------------------------------
+
+
+def group(name: str) -> tuple[str, str]:
+    parts = name.split("/")
+    return parts[0], parts[2] if len(parts) > 2 else "rot000"
+
+
+def test_grouped_tasks_come_in_alphabet_blocks(evaluation):
+    sampler = TaskSampler(evaluation, 20, 1, 2, seed=0, alphabet_groups=8)
+    seen_labels = []
+    for _ in range(40):
+        indices, class_ids = sampler.sample_indices()
+        assert len(set(class_ids.tolist())) == 20
+        blocks = Counter(group(evaluation.class_names[c]) for c in class_ids.tolist())
+        assert max(blocks.values()) <= 8
+        # blocks are as large as their alphabets allow: at most one block is cut short by n_way (the last one), and any
+        # other short block took every character of its alphabet
+        sizes = {g: sum(1 for n in evaluation.class_names if group(n) == g) for g in blocks}
+        assert sum(1 for g, k in blocks.items() if k < min(8, sizes[g])) <= 1
+        assert len(blocks) <= 20 // 2, "look-alike characters share each task"
+        seen_labels.append(class_ids.tolist())
+    assert any(ids[:8] != sorted(ids[:8]) for ids in seen_labels), "the blocks are spread over the task's labels"
+
+
+def test_grouped_tasks_are_seeded_and_the_default_draw_is_unchanged(evaluation):
+    a, b = (TaskSampler(evaluation, 10, 1, 1, seed=3, alphabet_groups=5) for _ in range(2))
+    assert all(torch.equal(a.sample_indices()[0], b.sample_indices()[0]) for _ in range(5))
+    plain, reference = TaskSampler(evaluation, 10, 1, 1, seed=3), torch.Generator().manual_seed(3)
+    class_ids = plain.sample_indices()[1]
+    assert torch.equal(class_ids, plain.classes[torch.randperm(len(plain.classes), generator=reference)[:10]])
+    grouped = TaskSampler(evaluation, 10, 1, 1, seed=3, alphabet_groups=5)
+    spread = [len({group(evaluation.class_names[c]) for c in s.sample_indices()[1].tolist()})
+              for s in (plain, grouped) for _ in range(20)]
+    assert sum(spread[20:]) < sum(spread[:20]), "grouped tasks hold fewer alphabets than uniform ones"
+
+
+def test_grouping_needs_alphabets_and_blocks_of_two():
+    with pytest.raises(ValueError, match="no alphabet"):
+        TaskSampler(SyntheticDataset(8, 10), 5, 1, 1, alphabet_groups=3)
+    with pytest.raises(ValueError, match="alphabet_groups must be an integer >= 2"):
+        TaskSampler(SyntheticDataset(8, 10), 5, 1, 1, alphabet_groups=1)
+
+
+def train_args(omniglot_dir, out, *extra: str) -> list[str]:
+    return ["train", "--method", "protonet", "--protocol", "lake", "--data-dir", str(omniglot_dir), "--n-way", "10",
+            "--n-query", "1", "--hidden", "8", "--val-every", "0", "--device", "cpu", "--quiet", "--out", str(out),
+            *extra]
+
+
+def test_train_with_alphabet_groups_records_it_and_resumes(omniglot_dir, omniglot_cache, monkeypatch, capsys,
+                                                           tmp_path):
+    from fewshot.checkpoints import load_checkpoint
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    out = tmp_path / "g.safetensors"
+    code, _, err = run(train_args(omniglot_dir, out, "--episodes", "2", "--alphabet-groups", "5"), capsys)
+    assert code == 0, err
+    assert load_checkpoint(out, "cpu")[1].metadata["alphabet_groups"] == 5
+    code, _, err = run(train_args(omniglot_dir, out, "--episodes", "3", "--alphabet-groups", "5", "--resume"), capsys)
+    assert code == 0 and "after 3 steps" in err, err
+    code, out_text, err = run(train_args(omniglot_dir, out, "--episodes", "4", "--resume"), capsys)
+    assert code == 2 and out_text == "" and "--alphabet-groups 5" in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--alphabet-groups", "11"], "--alphabet-groups 11: give 2 to --n-way (10)"),
+    (["--alphabet-groups", "1"], "--alphabet-groups 1: give 2 to --n-way (10)"),
+])
+def test_bad_alphabet_groups_are_one_error_line(omniglot_dir, omniglot_cache, monkeypatch, capsys, tmp_path, extra,
+                                                fragment):
+    monkeypatch.setenv("FEWSHOT_CACHE_DIR", str(omniglot_cache))
+    code, out, err = run(train_args(omniglot_dir, tmp_path / "x.safetensors", "--episodes", "1", *extra), capsys)
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_alphabet_groups_on_a_folder_is_one_error_line(pattern_folder, capsys, tmp_path):
+    folder = pattern_folder(4, 4, 28)
+    code, out, err = run(["train", "--method", "protonet", "--dataset", "folder", "--data-dir", str(folder),
+                          "--n-way", "3", "--episodes", "1", "--alphabet-groups", "2", "--device", "cpu", "--quiet",
+                          "--out", str(tmp_path / "f.safetensors")], capsys)
+    assert code == 2 and "a folder dataset has none" in err and len(err.strip().splitlines()) == 1, err
 
 
 # --- the app: Benchmark option and "You vs the model" question type -------------------------------------------------
