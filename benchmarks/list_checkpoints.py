@@ -14,25 +14,41 @@ sys.path.insert(0, str(ROOT))
 from fewshot import read_checkpoint_info  # noqa: E402
 
 
+def row_facts(meta: dict) -> tuple[int | None, float | str, str]:
+    """Steps, seconds and the full command behind one checkpoint. A soup (``fewshot soup``) counts its
+    ingredients' steps and seconds and shows each one's command after its own."""
+    if meta.get("soup"):
+        parts = meta["soup"]
+        steps = sum(int(p.get("steps_done") or 0) for p in parts)
+        seconds = round(sum(float(p.get("seconds") or 0) for p in parts), 3)
+        command = meta.get("command", "") + "".join(
+            f" ; the average of {Path(p['checkpoint']).name}: {p['command']}"
+            + (f" (backbone initialised from {Path(p['init_backbone']).name})" if p.get("init_backbone") else "")
+            for p in parts)
+        return steps, seconds, command.replace("|", "\\|")
+    history = meta.get("history") or [{}]
+    steps = (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done")
+    command = meta.get("command", "").replace("|", "\\|")
+    for resumed in meta.get("resumed_with", []):
+        command += f" ; then {resumed}"
+    init = meta.get("init_backbone")
+    if init:
+        command += f" (backbone initialised from {Path(init['checkpoint']).name})"
+    return steps, history[-1].get("seconds", ""), command
+
+
 def main() -> int:
     print("| checkpoint | method | protocol | trained way/shot | steps | seconds | command |")
     print("|---|---|---|---|---|---|---|")
     for path in sorted((ROOT / "checkpoints").rglob("*.safetensors")):
         meta = read_checkpoint_info(path)
-        history = meta.get("history") or [{}]
-        steps = (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done")
-        command = meta.get("command", "").replace("|", "\\|")
-        for resumed in meta.get("resumed_with", []):
-            command += f" ; then {resumed}"
-        init = meta.get("init_backbone")
-        if init:
-            command += f" (backbone initialised from {Path(init['checkpoint']).name})"
+        steps, seconds, command = row_facts(meta)
         pretrain = meta.get("pretrain")  # `fewshot pretrain`: batches over every class, not episodes
         trained = (f"batches of {pretrain.get('batch_size')}" if isinstance(pretrain, dict) else
                    f"{meta.get('n_way')}w{meta.get('n_shot')}s" if meta.get("n_way") else
                    f"K = {meta.get('n_shot')}" if meta.get("n_shot") else "")  # the sine regressors: K points
         print(f"| {path.relative_to(ROOT)} | {meta['method']} | {meta.get('protocol') or ''} | "
-              f"{trained} | {steps} | {history[-1].get('seconds', '')} | `{command}` |")
+              f"{trained} | {steps} | {seconds} | `{command}` |")
     return 0
 
 

@@ -24,6 +24,7 @@ from .distributed import World, init_from_env, shutdown
 from .methods import FewShotClassifier, build_model
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import cmd_train_sine, reject_regressor
+from .soup import INPUT_KEYS, average_state_dicts, check_soupable
 from .pretrain import VAL_WAY, pretrain_encoder, steps_for_epochs
 from .taskfile import read_task, support_dataset
 from .tasks import AlphabetTaskSampler, TaskSampler
@@ -434,6 +435,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soup(args: argparse.Namespace) -> int:
+    check_out_path(args.out)
+    if len(set(map(str, args.checkpoints))) < len(args.checkpoints):
+        raise UserError("--checkpoints names one file twice; a soup averages different runs")
+    loaded = [load_checkpoint(path) for path in args.checkpoints]
+    check_soupable([(str(path), info.metadata) for path, (_, info) in zip(args.checkpoints, loaded)])
+    model, first = loaded[0]
+    model.load_state_dict(average_state_dicts([m for m, _ in loaded]))
+    kept = INPUT_KEYS + ("n_way", "n_shot", "n_query", "task_config", "train_split", "data_dir", "class_names")
+    metadata: dict[str, Any] = {"command": command_line(), **{k: first.metadata[k] for k in kept if k in first.metadata}}
+    ingredients = []
+    for path, (_, info) in zip(args.checkpoints, loaded):
+        meta = info.metadata
+        command = " ; then ".join([meta.get("command", "")] + list(meta.get("resumed_with", [])))
+        history = meta.get("history") or [{}]
+        ingredients.append({"checkpoint": str(path), "command": command,
+                            "steps_done": (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done"),
+                            "seconds": history[-1].get("seconds"), "cpu_seconds": history[-1].get("cpu_seconds"),
+                            "init_backbone": (meta.get("init_backbone") or {}).get("checkpoint")})
+    metadata["soup"] = ingredients
+    save_checkpoint(args.out, model, method=first.metadata["method"], metadata=metadata)
+    print(f"wrote {args.out}: the average of {len(loaded)} {first.metadata['method']} models", file=sys.stderr)
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     folder = download_omniglot(args.data_dir)
     print(f"Omniglot is in {folder}; use --data-dir {folder} or set FEWSHOT_DATA_DIR={folder}")
@@ -443,7 +469,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": cmd_train, "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info,
-                "export": cmd_export, "download": cmd_download, "train-sine": cmd_train_sine}
+                "export": cmd_export, "soup": cmd_soup, "download": cmd_download, "train-sine": cmd_train_sine}
     try:
         check_arguments(args)  # the device and image size, for every subcommand, before any work
         return handlers[args.command](args)

@@ -178,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--checkpoint", required=True)
     x.add_argument("--out", required=True)
 
+    u = sub.add_parser("soup", help="average the weights of several runs fine-tuned from one model (a uniform model "
+                                    "soup: one model, often better than each)")
+    u.add_argument("--checkpoints", nargs="+", required=True, metavar="CHECKPOINT",
+                   help="two or more checkpoints of one method, architecture and input")
+    u.add_argument("--out", required=True)
+
     add_train_sine_parser(sub)
 
     d = sub.add_parser("download", help="download the official Omniglot zips (needs internet)")
