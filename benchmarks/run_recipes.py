@@ -3,7 +3,8 @@
     python benchmarks/run_recipes.py --device cuda --max-seconds 330 --data-dir DIR [--only lake-] [--jobs 22]
 
 Every run is an ordinary ``python -m fewshot train`` (or ``pretrain``) command (its exact command line is stored in
-the checkpoint); logs go to ``--log-dir``.
+the checkpoint); logs go to ``--log-dir``. A recipe listed in ``SOUPS`` runs once per ingredient (its arguments plus
+the ingredient's, written under ``runs/soups/NAME/``), then ``python -m fewshot soup`` averages them into its file.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import RECIPES, command  # noqa: E402
+from recipes import RECIPES, SOUPS, command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,17 +43,26 @@ def main() -> int:
     names = [n for n in RECIPES if not args.only or any(n.startswith(o) for o in args.only)]
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    pending, running, failed = list(names), {}, []
+    jobs = [(n, i) for n in names for i in (range(len(SOUPS[n])) if n in SOUPS else [None])]
+    pending, running, failed = list(jobs), {}, []
+
+    def ingredient(name: str, i: int) -> Path:
+        return Path(args.out_root) / "runs" / "soups" / name / f"{i}.safetensors"
+
     while pending or running:
         while pending and len(running) < args.jobs:
-            name = pending.pop(0)
+            name, i = pending.pop(0)
             out, recipe = RECIPES[name]
-            recipe = list(recipe)
-            if command(name) == "pretrain":
+            recipe = list(recipe) + (SOUPS[name][i] if i is not None else [])
+            out = ingredient(name, i) if i is not None else Path(args.out_root) / out
+            out.parent.mkdir(parents=True, exist_ok=True)
+            kind = command(name)
+            name = name if i is None else f"{name}.{i}"
+            if kind == "pretrain":
                 recipe = recipe[1:]
             elif args.episodes is not None:
                 recipe[recipe.index("--episodes") + 1] = str(args.episodes)
-            cmd = [sys.executable, "-m", "fewshot", command(name), *recipe, "--out", str(Path(args.out_root) / out),
+            cmd = [sys.executable, "-m", "fewshot", kind, *recipe, "--out", str(out),
                    "--device", args.device, "--max-seconds", str(args.max_seconds), "--quiet", *args.extra_args.split()]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
@@ -67,6 +77,17 @@ def main() -> int:
                 print(f"[{time.time() - t0:6.0f}s] {name}: exit {proc.returncode} {tail[0] if tail else ''}", flush=True)
                 if proc.returncode:
                     failed.append(name)
+    for name in (n for n in names if n in SOUPS):
+        if any(f.startswith(f"{name}.") for f in failed):
+            failed.append(name)
+            continue
+        cmd = [sys.executable, "-m", "fewshot", "soup", "--checkpoints",
+               *(str(ingredient(name, i)) for i in range(len(SOUPS[name]))), "--out",
+               str(Path(args.out_root) / RECIPES[name][0])]
+        code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+        print(f"[{time.time() - t0:6.0f}s] {name}: soup of {len(SOUPS[name])}, exit {code}", flush=True)
+        if code:
+            failed.append(name)
     print(f"done in {time.time() - t0:.0f} s; failed: {failed or 'none'}", flush=True)
     return 1 if failed else 0
 
