@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fewshot import read_checkpoint_info  # noqa: E402
+from fewshot.checkpoints import training_summary  # noqa: E402
 
 
 def row_facts(meta: dict) -> tuple[int | None, float | str, str]:
@@ -26,15 +27,11 @@ def row_facts(meta: dict) -> tuple[int | None, float | str, str]:
             + (f" (backbone initialised from {Path(p['init_backbone']).name})" if p.get("init_backbone") else "")
             for p in parts)
         return steps, seconds, command.replace("|", "\\|")
-    history = meta.get("history") or [{}]
-    steps = (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done")
-    command = meta.get("command", "").replace("|", "\\|")
-    for resumed in meta.get("resumed_with", []):
-        command += f" ; then {resumed}"
-    init = meta.get("init_backbone")
-    if init:
-        command += f" (backbone initialised from {Path(init['checkpoint']).name})"
-    return steps, history[-1].get("seconds", ""), command
+    run = training_summary(meta)
+    command = run["command"].replace("|", "\\|")
+    if run["init_backbone"]:
+        command += f" (backbone initialised from {Path(run['init_backbone']).name})"
+    return run["steps_done"], run["seconds"] if run["seconds"] is not None else "", command
 
 
 def main() -> int:

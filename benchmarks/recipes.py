@@ -86,8 +86,8 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
         # below that start from "checkpoints/lake/protonet.safetensors" started from the file that path held then
         # (each one's metadata names it).
         # Session 4: five more runs from that file, each 60-way 1-shot, Adam 2e-4 cosine over 2,000 steps, differing in
-        # seed, --augment and --alphabet-groups (SOUPS below); alone each scored what its start did (98.4-98.5 /
-        # 94.9-95.0 at 5w1s / 20w1s), their weight average (`fewshot soup`) 98.5 / 95.1 and 84.8% within-alphabet.
+        # seed, --augment and --alphabet-groups (SOUPS below); alone they scored 98.35-98.52 / 94.88-94.95 at 5w1s /
+        # 20w1s, their weight average (`fewshot soup`) 98.52 / 95.14 and 84.8% within-alphabet (benchmarks/README.md).
         _add("lake-protonet", "checkpoints/lake/protonet.safetensors",
              _with(base, "--episodes", "2000") + ["--method", "protonet", "--n-way", "60", "--n-shot", "1", "--n-query",
                                                   "5", "--meta-lr", "2e-4", "--lr-schedule", "cosine",

@@ -33,7 +33,7 @@ from .methods import MODELS, FewShotClassifier
 from .train_state_schema import check_train_state
 from .training import TrainState
 
-__all__ = ["FORMAT_VERSION", "MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointInfo", "save_checkpoint",
+__all__ = ["FORMAT_VERSION", "MAX_CHECKPOINT_BYTES", "CheckpointError", "CheckpointInfo", "save_checkpoint", "training_summary",
            "load_checkpoint", "read_checkpoint_info"]
 
 # A Conv-4 checkpoint is 0.5-2 MB with its training state; this bound only keeps a wrong path from filling memory.
@@ -242,6 +242,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     model.to(map_location).eval()
     train_tensors = {k: v for k, v in tensors.items() if k.startswith("train/")}
     return model, CheckpointInfo(str(path), record, train_tensors, model)
+
+
+def training_summary(metadata: dict[str, Any]) -> dict[str, Any]:
+    """What made a checkpoint, from its metadata: the full command (each ``--resume`` after `` ; then ``), the
+    steps done (an export's from before it was exported), the seconds and CPU-seconds of the last history entry,
+    and the ``--init-backbone`` checkpoint (or None)."""
+    history = metadata.get("history") or [{}]
+    return {"command": " ; then ".join([metadata.get("command", ""), *metadata.get("resumed_with", [])]),
+            "steps_done": (metadata.get("exported_from") or {}).get("steps_done") or metadata.get("steps_done"),
+            "seconds": history[-1].get("seconds"), "cpu_seconds": history[-1].get("cpu_seconds"),
+            "init_backbone": (metadata.get("init_backbone") or {}).get("checkpoint")}
 
 
 def command_line() -> str:

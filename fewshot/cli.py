@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import torch
 
 from .augment import AffineAugment
-from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointError, command_line, load_checkpoint, save_checkpoint, training_summary
 from .cli_args import check_arguments, check_out_path, dumps_json, one_line, skipped_summary
 from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
@@ -437,7 +437,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_soup(args: argparse.Namespace) -> int:
     check_out_path(args.out)
-    if len(set(map(str, args.checkpoints))) < len(args.checkpoints):
+    if len({Path(p).resolve() for p in args.checkpoints}) < len(args.checkpoints):
         raise UserError("--checkpoints names one file twice; a soup averages different runs")
     loaded = [load_checkpoint(path) for path in args.checkpoints]
     check_soupable([(str(path), info.metadata) for path, (_, info) in zip(args.checkpoints, loaded)])
@@ -445,15 +445,8 @@ def cmd_soup(args: argparse.Namespace) -> int:
     model.load_state_dict(average_state_dicts([m for m, _ in loaded]))
     kept = INPUT_KEYS + ("n_way", "n_shot", "n_query", "task_config", "train_split", "data_dir", "class_names")
     metadata: dict[str, Any] = {"command": command_line(), **{k: first.metadata[k] for k in kept if k in first.metadata}}
-    ingredients = []
-    for path, (_, info) in zip(args.checkpoints, loaded):
-        meta = info.metadata
-        command = " ; then ".join([meta.get("command", "")] + list(meta.get("resumed_with", [])))
-        history = meta.get("history") or [{}]
-        ingredients.append({"checkpoint": str(path), "command": command,
-                            "steps_done": (meta.get("exported_from") or {}).get("steps_done") or meta.get("steps_done"),
-                            "seconds": history[-1].get("seconds"), "cpu_seconds": history[-1].get("cpu_seconds"),
-                            "init_backbone": (meta.get("init_backbone") or {}).get("checkpoint")})
+    ingredients = [{"checkpoint": str(path), **training_summary(info.metadata)}
+                   for path, (_, info) in zip(args.checkpoints, loaded)]
     metadata["soup"] = ingredients
     save_checkpoint(args.out, model, method=first.metadata["method"], metadata=metadata)
     print(f"wrote {args.out}: the average of {len(loaded)} {first.metadata['method']} models", file=sys.stderr)
