@@ -11,7 +11,9 @@ differences.
 ``--inner-lr`` and ``--inner-steps`` replace the checkpoints' own test-time inner loop (a fixed rate for every
 layer, in place of learned ones), to ask what larger steps would do. Each row also gives the support set's mean
 cross-entropy under the prototype head before any step (``support_loss_0``): the gradient the inner loop follows
-comes from it, so where it is near 0 the steps can change little.
+comes from it, so where it is near 0 the steps can change little. A model with an inner-loss temperature
+(``train --inner-temperature``) follows the cross-entropy of its logits over that temperature instead
+(``inner_loss_0``).
 
 Writes ``benchmarks/results/adaptation_gain.json`` and prints a markdown table.
 """
@@ -54,14 +56,16 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
     rows = []
     for way, shot in SETTINGS:
         sampler = TaskSampler(dataset, way, shot, 5, seed=0)
-        zero, adapted, support_loss = [], [], []
+        zero, adapted, support_loss, inner_loss = [], [], [], []
+        loss_fn = model.inner_loss_fn() or torch.nn.functional.cross_entropy
         with torch.no_grad():
             for _ in range(episodes):
                 task = sampler.sample_task()
                 model.inner_steps_test = 0
                 zero.append(_accuracy(model, task))
-                support_loss.append(torch.nn.functional.cross_entropy(model(task.support_images),
-                                                                      task.support_labels).item())
+                support_logits = model(task.support_images)
+                support_loss.append(torch.nn.functional.cross_entropy(support_logits, task.support_labels).item())
+                inner_loss.append(loss_fn(support_logits, task.support_labels).item())
                 model.inner_steps_test = steps
                 adapted.append(_accuracy(model, task))
         diff = torch.tensor(adapted) - torch.tensor(zero)
@@ -69,7 +73,8 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
         rows.append({"checkpoint": path, "n_way": way, "n_shot": shot, "episodes": episodes, "inner_steps": steps,
                      "inner_grad_clip": getattr(model, "inner_grad_clip", 0.0),
                      "inner_lr": "learned" if model.log_inner_lr is not None else model.inner_lr_test,
-                     "support_loss_0": mean(support_loss),
+                     "inner_temperature": float(model.inner_temperature_now()),
+                     "support_loss_0": mean(support_loss), "inner_loss_0": mean(inner_loss),
                      "accuracy_0_steps": mean(zero), "accuracy_adapted": mean(adapted),
                      "gain": diff.mean().item(), "gain_ci95": 1.96 * diff.std().item() / math.sqrt(episodes),
                      "episodes_worse": int((diff < 0).sum()), "episodes_better": int((diff > 0).sum()),
@@ -86,7 +91,10 @@ def table(rows: list[dict]) -> str:
         lr = r.get("inner_lr", "learned")
         loop = f"{r['inner_steps']} x lr {lr if isinstance(lr, str) else format(lr, 'g')}"
         loop += f", clip {r['inner_grad_clip']:g}" if r["inner_grad_clip"] else ""
+        loop += f", temperature {r['inner_temperature']:.3g}" if r.get("inner_temperature", 1.0) != 1.0 else ""
         support = f"{r['support_loss_0']:.3g}" if "support_loss_0" in r else "-"
+        if r.get("inner_temperature", 1.0) != 1.0:
+            support += f" ({r['inner_loss_0']:.3g} tempered)"
         lines.append(f"| {Path(r['checkpoint']).name} | {r['n_way']}w{r['n_shot']}s | {loop} | {support} "
                      f"| {100 * r['accuracy_0_steps']:.2f} | {100 * r['accuracy_adapted']:.2f} "
                      f"| {100 * r['gain']:+.2f} ± {100 * r['gain_ci95']:.2f} | {r['episodes_worse']} / {r['episodes_better']} |")

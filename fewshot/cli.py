@@ -59,7 +59,9 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
                      "inner_grad_clip"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
-        for flag in ("proto_head", "learn_inner_lr"):
+        if args.inner_temperature is not None:
+            kw["inner_temperature"] = args.inner_temperature
+        for flag in ("proto_head", "learn_inner_lr", "learn_inner_temperature"):
             if getattr(args, flag):
                 kw[flag] = True
         if args.checkpoint_inner:
@@ -108,9 +110,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, world: World | None) -> int:
-    if args.freeze_backbone and args.method in ("maml", "fomaml"):
-        raise UserError("--freeze-backbone applies to matching, siamese, mann and finetune: MAML adapts the "
-                        "whole network in its inner loop")
+    if args.freeze_backbone and args.method in ("maml", "fomaml") and not (
+            args.proto_head and (args.learn_inner_lr or args.learn_inner_temperature)):
+        raise UserError("--freeze-backbone with MAML keeps the initialisation fixed and learns only how to adapt: it "
+                        "needs --proto-head and --learn-inner-lr or --learn-inner-temperature (MAML adapts the whole "
+                        "network in its inner loop)")
+    if args.learn_inner_temperature and args.method != "maml":
+        raise UserError("--learn-inner-temperature needs second-order MAML (--method maml): the temperature shapes "
+                        "the inner gradient, which first-order MAML's meta-gradient treats as a constant")
     if args.freeze_backbone and not args.init_backbone and not args.resume:
         raise UserError("--freeze-backbone keeps a trained encoder fixed: give it with --init-backbone CHECKPOINT")
     if args.episodes == 0 and not args.init_backbone and not args.resume:
@@ -186,7 +193,8 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     if world is None:  # a run resumed in one process is no longer the torchrun run it continues
         for key in ("world_size", "backend"):
             metadata.pop(key, None)
-    if args.freeze_backbone and not any(not name.startswith("backbone.") for name, _ in model.named_parameters()):
+    encoder = {id(p) for p in model.backbone.parameters()}
+    if args.freeze_backbone and all(id(p) in encoder for p in model.parameters()):
         raise UserError(f"--freeze-backbone: {args.method} has no layers of its own besides the encoder, so nothing "
                         "would learn")
     _check_shape(model, args.n_way, args.method)

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAML/FOMAML: Proto-MAML, each task's head built from its support prototypes (any N-way)")
     t.add_argument("--learn-inner-lr", action="store_true",
                    help="MAML/FOMAML: MAML++'s learned inner learning rate per layer and per step")
+    t.add_argument("--inner-temperature", type=float_arg(0, above=True), default=None, metavar="T",
+                   help="MAML/FOMAML: the inner loop's support loss is the cross-entropy of logits / T (default 1)")
+    t.add_argument("--learn-inner-temperature", action="store_true",
+                   help="MAML: meta-learn that temperature, starting at --inner-temperature (second order only)")
     t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
                    help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
     t.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",

@@ -63,6 +63,8 @@ def test_cli_freezes_the_init_backbone_encoder_and_records_it(folder_data, tmp_p
 
 @pytest.mark.parametrize("method, extra, fragment", [
     ("maml", ["--init-backbone", "ENC"], "MAML adapts the whole network"),
+    ("maml", ["--init-backbone", "ENC", "--proto-head"], "--learn-inner-lr or --learn-inner-temperature"),
+    ("fomaml", ["--proto-head", "--learn-inner-temperature", "--init-backbone", "ENC"], "second-order MAML"),
     ("protonet", ["--init-backbone", "ENC"], "nothing would learn"),
     ("siamese", [], "give it with --init-backbone"),
 ])

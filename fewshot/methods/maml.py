@@ -178,11 +178,14 @@ def adapt_path(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], ima
 
 def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
                 inner_lr, inner_steps: int, query_images: Tensor | None = None,
-                stats_from_support: bool = False, grad_clip: float = 0.0) -> Iterator[AdaptStep]:
+                stats_from_support: bool = False, grad_clip: float = 0.0,
+                loss_fn: LossFn | None = None) -> Iterator[AdaptStep]:
     """Observable adaptation: yields an :class:`AdaptStep` for step 0..``inner_steps`` (no graph kept).
 
-    Each step's weights equal those :func:`adapt` would return after that many steps.
+    Each step's weights equal those :func:`adapt` would return after that many steps (with the same ``loss_fn``;
+    ``support_loss`` is that loss).
     """
+    loss_of = F.cross_entropy if loss_fn is None else loss_fn
     eps = _direct_conv4(net, weights)
     if eps is not None and images.device.type == "cpu":  # the format _conv4_logits runs in, converted once
         weights = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in weights.items()}
@@ -195,12 +198,12 @@ def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], im
             if frozen is not None:  # fixed running statistics for support and queries alike
                 support_stats = frozen
                 logits = _conv4_logits(weights, images, eps, stats=frozen)
-                loss = F.cross_entropy(logits, labels)
+                loss = loss_of(logits, labels)
             elif eps is not None:  # keeps the support set's BatchNorm statistics for the queries below
                 logits = _conv4_logits(weights, images, eps, save_stats=support_stats)
-                loss = F.cross_entropy(logits, labels)
+                loss = loss_of(logits, labels)
             else:
-                loss, logits = _support_loss(net, weights, buffers, images, labels)
+                loss, logits = _support_loss(net, weights, buffers, images, labels, loss_fn)
             grads = (clip_inner_grads(torch.autograd.grad(loss, list(weights.values())), grad_clip)
                      if step < inner_steps else None)
         query_logits = None
@@ -255,13 +258,21 @@ class MAML(FewShotClassifier):
             the query loss after every inner step counts (weights from :func:`msl_weights`); 0 turns it off.
         inner_grad_clip: each inner step's gradient (all weights together) is scaled down to this norm where
             longer, in training and at test time (:func:`clip_inner_grads`); 0 turns it off (the paper's MAML).
+        inner_temperature: the inner loop's support loss is the cross-entropy of the logits divided by this
+            temperature (1: the plain loss). With the prototype head a support image sits on or near its own
+            class's prototype, so the plain loss is ~1e-4 and its gradient ~0; a temperature above 1 softens the
+            softmax and leaves the inner step something to learn. Only the inner loop uses it: the queries' logits
+            and the outer loss are unchanged.
+        learn_inner_temperature: meta-learn that temperature (kept positive as ``exp`` of a learned log, starting
+            at ``inner_temperature``). Only second-order MAML's meta-gradient reaches it.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
                  inner_steps: int = 1, inner_lr_test: float | None = None, inner_steps_test: int | None = None,
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
                  backbone: nn.Module | None = None, checkpoint_inner: bool = False, proto_head: bool = False,
-                 learn_inner_lr: bool = False, multi_step_loss: float = 0.0, inner_grad_clip: float = 0.0):
+                 learn_inner_lr: bool = False, multi_step_loss: float = 0.0, inner_grad_clip: float = 0.0,
+                 inner_temperature: float = 1.0, learn_inner_temperature: bool = False):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -269,6 +280,8 @@ class MAML(FewShotClassifier):
             raise ValueError("inner_steps must be >= 0")
         if not inner_grad_clip >= 0.0:  # NaN fails too
             raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {inner_grad_clip}")
+        if not (inner_temperature > 0 and math.isfinite(inner_temperature)):
+            raise ValueError(f"inner_temperature must be a positive number, got {inner_temperature}")
         if not 0.0 <= multi_step_loss <= 1.0:
             raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
         if batch_norm == "running" and backbone is not None:
@@ -292,7 +305,9 @@ class MAML(FewShotClassifier):
         # Recorded only when set, so older checkpoints and their configs stay identical.
         for name, value, off in (("checkpoint_inner", checkpoint_inner, False), ("proto_head", proto_head, False),
                                  ("learn_inner_lr", learn_inner_lr, False), ("multi_step_loss", multi_step_loss, 0.0),
-                                 ("inner_grad_clip", float(inner_grad_clip), 0.0)):
+                                 ("inner_grad_clip", float(inner_grad_clip), 0.0),
+                                 ("inner_temperature", float(inner_temperature), 1.0),
+                                 ("learn_inner_temperature", learn_inner_temperature, False)):
             if value != off:
                 self.config[name] = value
         self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
@@ -302,6 +317,10 @@ class MAML(FewShotClassifier):
             if inner_lr <= 0:
                 raise ValueError("learned inner learning rates start from inner_lr, which must be > 0")
             self.log_inner_lr = nn.Parameter(torch.full((inner_steps, len(self._lr_names)), math.log(inner_lr)))
+        self.inner_temperature = float(inner_temperature)
+        self.log_inner_temperature: nn.Parameter | None = None
+        if learn_inner_temperature:
+            self.log_inner_temperature = nn.Parameter(torch.tensor(math.log(inner_temperature)))
         self._progress = 0.0
         self.fast_weights: Weights | None = None
         self._support_images: Tensor | None = None
@@ -321,6 +340,20 @@ class MAML(FewShotClassifier):
         """The learned inner learning rate of weight ``name`` at inner step ``step`` (``learn_inner_lr`` only)."""
         assert self.log_inner_lr is not None
         return self.log_inner_lr[min(step, self.log_inner_lr.shape[0] - 1), self._lr_index[name]].exp()
+
+    def inner_temperature_now(self) -> Tensor | float:
+        """The inner loss's temperature: the learned one (a tensor, in the meta-gradient's graph) or the fixed one."""
+        return self.log_inner_temperature.exp() if self.log_inner_temperature is not None else self.inner_temperature
+
+    def inner_loss_fn(self) -> LossFn | None:
+        """The inner loop's support loss: cross-entropy of the logits over the temperature (``None``: the plain
+        cross-entropy, temperature 1 and not learned)."""
+        if self.log_inner_temperature is None and self.inner_temperature == 1.0:
+            return None
+        temperature = self.inner_temperature_now()
+        if not self.training and isinstance(temperature, Tensor):  # evaluation: nothing reaches the parameters
+            temperature = temperature.detach()
+        return lambda logits, labels: F.cross_entropy(logits / temperature, labels)
 
     def _inner_lr(self, training: bool):
         if self.log_inner_lr is not None:
@@ -348,8 +381,9 @@ class MAML(FewShotClassifier):
 
     def _adapt_path(self, support_images: Tensor, support_labels: Tensor) -> Iterator[Weights]:
         if self.training:
-            weights, create_graph = self.meta_weights(), not self.first_order
-            steps = self.inner_steps
+            # A weight kept fixed (train --freeze-backbone) still takes inner steps: a leaf of its own per task.
+            weights = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in self.meta_weights().items()}
+            create_graph, steps = not self.first_order, self.inner_steps
         else:
             # Evaluation: start from a detached copy, so nothing can reach the meta-parameters.
             weights = {k: v.detach().requires_grad_() for k, v in self.meta_weights().items()}
@@ -357,7 +391,8 @@ class MAML(FewShotClassifier):
         weights = self.start_weights(weights, support_images, support_labels)
         return adapt_path(self.net, weights, self.buffers_copy(), support_images, support_labels,
                           inner_lr=self._inner_lr(self.training), inner_steps=steps, create_graph=create_graph,
-                          checkpoint_steps=self.checkpoint_inner, grad_clip=self.inner_grad_clip)
+                          checkpoint_steps=self.checkpoint_inner, grad_clip=self.inner_grad_clip,
+                          loss_fn=self.inner_loss_fn())
 
     def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
         self._task_way = self.check_labels(support_labels, self.n_way)
@@ -441,7 +476,7 @@ class MAML(FewShotClassifier):
                            inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
                            inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
                            query_images=query_images, stats_from_support=self.batch_norm == "support",
-                           grad_clip=self.inner_grad_clip)
+                           grad_clip=self.inner_grad_clip, loss_fn=self.inner_loss_fn())
 
     def batched_episode_loss(self, tasks: list[Task]) -> tuple[Tensor, list[Tensor]] | None:
         """Mean query loss of several same-shaped tasks in one batched pass (see :func:`_stacked_forward`).
@@ -452,7 +487,8 @@ class MAML(FewShotClassifier):
         """
         if not isinstance(self.net.backbone, Conv4) or len(self.net.backbone.blocks) != 4:
             return None
-        if self.proto_head or self.log_inner_lr is not None or self.multi_step_loss or self.batch_norm == "running":
+        if (self.proto_head or self.log_inner_lr is not None or self.multi_step_loss or self.batch_norm == "running"
+                or self.inner_loss_fn() is not None):
             return None  # the per-task loop handles these
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
