@@ -162,7 +162,7 @@ def render(results: list[dict]) -> str:
                 text = f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
                 if method in CROSS_SHOT_MARKED and trained_shot(n) != shot:
                     text += "†"
-                paper = PAPER[method][1] if key == method else None  # Proto-MAML: no figure of the MAML paper
+                paper = PAPER[method][1]  # Proto-MAML rows: the MAML (FOMAML) paper's figure, the method it runs
                 if protocol == "vinyals" and paper:
                     ref = paper[SETTINGS.index((way, shot))]
                     mark = "≥" if 100 * r["accuracy"] >= ref else "<"
@@ -181,7 +181,8 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['recipe']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["Figures: mean accuracy % ± 95% CI over 1000 test episodes (seed 0, 5 queries per class); "
-              "(≥ x) / (< x): at or above / below the paper's figure x; †: a model trained on 1-shot episodes, "
+              "(≥ x) / (< x): at or above / below the paper's figure x (Proto-MAML: Finn et al.'s MAML, first order: "
+              "their FOMAML); †: a model trained on 1-shot episodes, "
               "tested with 5 support images per class (the papers train a separate 5-shot model)."]
     return "\n".join(lines) + "\n"
 
