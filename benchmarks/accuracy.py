@@ -166,6 +166,8 @@ def render(results: list[dict]) -> str:
                 if protocol == "vinyals" and paper:
                     ref = paper[SETTINGS.index((way, shot))]
                     mark = "≥" if 100 * r["accuracy"] >= ref else "<"
+                    if mark == "<" and round(100 * r["accuracy"], 1) >= ref:  # below, though it rounds to the figure
+                        text = text.replace(f"{100 * r['accuracy']:.1f}", f"{100 * r['accuracy']:.2f}", 1)
                     text += f" ({mark} {ref})"
                 cells.append(text)
             ckpts = ", ".join(sorted({Path(o).name for n, o in rows}))
