@@ -159,16 +159,16 @@ def render(results: list[dict]) -> str:
                     continue
                 # A model trained with this shot first; else one trained with another, marked †.
                 n, r = sorted(found, key=lambda f: trained_shot(f[0]) != shot)[0]
-                text = f"{100 * r['accuracy']:.1f} ± {100 * r['ci95']:.1f}"
+                acc = 100 * r["accuracy"]
+                paper = PAPER[method][1]  # Proto-MAML rows: the MAML (FOMAML) paper's figure, the method it runs
+                ref = paper[SETTINGS.index((way, shot))] if protocol == "vinyals" and paper else None
+                # two decimals where the figure is below the paper's yet rounds to it
+                digits = 2 if ref is not None and round(acc, 1) >= ref > acc else 1
+                text = f"{acc:.{digits}f} ± {100 * r['ci95']:.1f}"
                 if method in CROSS_SHOT_MARKED and trained_shot(n) != shot:
                     text += "†"
-                paper = PAPER[method][1]  # Proto-MAML rows: the MAML (FOMAML) paper's figure, the method it runs
-                if protocol == "vinyals" and paper:
-                    ref = paper[SETTINGS.index((way, shot))]
-                    mark = "≥" if 100 * r["accuracy"] >= ref else "<"
-                    if mark == "<" and round(100 * r["accuracy"], 1) >= ref:  # below, though it rounds to the figure
-                        text = text.replace(f"{100 * r['accuracy']:.1f}", f"{100 * r['accuracy']:.2f}", 1)
-                    text += f" ({mark} {ref})"
+                if ref is not None:
+                    text += f" ({'≥' if acc >= ref else '<'} {ref})"
                 cells.append(text)
             ckpts = ", ".join(sorted({Path(o).name for n, o in rows}))
             lines.append(f"| {ROWS[key]} | {ckpts} | " + " | ".join(cells) + " |")
