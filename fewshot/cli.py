@@ -56,7 +56,7 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
     if m in ("maml", "fomaml"):
         kw["n_way"] = args.n_way
         for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm", "multi_step_loss",
-                     "inner_grad_clip"):
+                     "inner_grad_clip", "inner_augment"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
         if args.inner_temperature is not None:
@@ -115,6 +115,13 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         raise UserError("--freeze-backbone with MAML keeps the initialisation fixed and learns only how to adapt: it "
                         "needs --proto-head and --learn-inner-lr or --learn-inner-temperature (MAML adapts the whole "
                         "network in its inner loop)")
+    if args.inner_augment is not None and args.method not in ("maml", "fomaml"):
+        raise UserError(f"--inner-augment warps the support copies of MAML's inner loop; {args.method} has none "
+                        "(--augment warps every training image of any method)")
+    if args.inner_augment and args.batch_norm == "support":
+        raise UserError("--inner-augment with --batch-norm support: the queries are normalised with the support "
+                        "images' statistics, which the warped copies would change; use --batch-norm running or "
+                        "transductive")
     if args.learn_inner_temperature and args.method != "maml":
         raise UserError("--learn-inner-temperature needs second-order MAML (--method maml): the temperature shapes "
                         "the inner gradient, which first-order MAML's meta-gradient treats as a constant")
@@ -295,6 +302,18 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
         if not hasattr(model, "inner_lr_test"):
             raise UserError("--inner-lr applies to maml/fomaml checkpoints only")
         model.inner_lr_test = args.inner_lr  # type: ignore[attr-defined]
+        model.log_inner_lr = None  # one fixed rate in place of learned ones  # type: ignore[attr-defined]
+    if getattr(args, "inner_temperature", None) is not None:
+        if not hasattr(model, "inner_temperature"):
+            raise UserError("--inner-temperature applies to maml/fomaml checkpoints only")
+        model.inner_temperature, model.log_inner_temperature = args.inner_temperature, None  # type: ignore[attr-defined]
+    if getattr(args, "inner_augment", None) is not None:
+        if not hasattr(model, "inner_augment"):
+            raise UserError("--inner-augment applies to maml/fomaml checkpoints only")
+        if args.inner_augment and model.batch_norm == "support":  # type: ignore[attr-defined]
+            raise UserError("--inner-augment: this checkpoint normalises its queries with the support images' "
+                            "statistics (batch_norm 'support'), which warped copies would change")
+        model.inner_augment = args.inner_augment  # type: ignore[attr-defined]
     if getattr(args, "inner_grad_clip", None) is not None:
         if not hasattr(model, "inner_grad_clip"):
             raise UserError("--inner-grad-clip applies to maml/fomaml checkpoints only")
@@ -343,6 +362,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for name in ("inner_steps_test", "inner_lr_test", "batch_norm"):
         if hasattr(model, name):
             report[name] = getattr(model, name)
+    if getattr(model, "log_inner_lr", None) is not None:
+        report["inner_lr_learned"] = True  # the per-layer rates of `fewshot info`, not inner_lr_test
+    if getattr(model, "inner_augment", 0):
+        report["inner_augment"] = model.inner_augment
+    if hasattr(model, "inner_temperature_now") and float(model.inner_temperature_now()) != 1.0:
+        report["inner_temperature"] = float(model.inner_temperature_now())
     if getattr(model, "inner_grad_clip", 0.0):
         report["inner_grad_clip"] = model.inner_grad_clip
     if getattr(dataset, "skipped", None):
@@ -421,6 +446,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     meta = read_checkpoint_info(args.checkpoint)
     public = {k: v for k, v in meta.items() if k not in ("train_state",)}
     public.setdefault("n_way", public.get("method_kwargs", {}).get("n_way"))
+    kwargs = public.get("method_kwargs", {})
+    if kwargs.get("learn_inner_lr") or kwargs.get("learn_inner_temperature"):  # values in the weights: load them
+        model, _ = load_checkpoint(args.checkpoint)
+        public["learned_inner_loop"] = model.learned_inner_loop()
     if args.json:
         print(dumps_json(public))
     else:
@@ -429,6 +458,14 @@ def cmd_info(args: argparse.Namespace) -> int:
             if key in public:
                 print(f"{key}: {public[key]}")
         print(f"method_kwargs: {json.dumps(public.get('method_kwargs', {}))}")
+        learned = public.get("learned_inner_loop") or {}
+        for step, rates in enumerate(learned.get("inner_lr", []), 1):
+            values = list(rates.values())
+            print(f"learned inner lr, step {step}: {min(values):.4g} to {max(values):.4g} "
+                  f"(start {kwargs.get('inner_lr')}); " + ", ".join(f"{k} {v:.4g}" for k, v in rates.items()))
+        if "inner_temperature" in learned:
+            print(f"learned inner temperature: {learned['inner_temperature']:.4g} "
+                  f"(start {kwargs.get('inner_temperature', 1.0)})")
     return 0
 
 

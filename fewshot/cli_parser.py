@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MAML/FOMAML: the inner loop's support loss is the cross-entropy of logits / T (default 1)")
     t.add_argument("--learn-inner-temperature", action="store_true",
                    help="MAML: meta-learn that temperature, starting at --inner-temperature (second order only)")
+    t.add_argument("--inner-augment", type=int_arg(0, 64), default=None, metavar="K",
+                   help="MAML/FOMAML: the inner loop also descends K randomly warped copies of each support image "
+                        "(in training and at test time; default 0)")
     t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
                    help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
     t.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",
@@ -158,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--inner-lr", type=float_arg(0), default=None, help="MAML: inner learning rate at test time")
     e.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",
                    help="MAML: inner gradient norm limit at test time (0: off)")
+    e.add_argument("--inner-temperature", type=float_arg(0, above=True), default=None, metavar="T",
+                   help="MAML: the inner loop's support loss is the cross-entropy of logits / T at test time "
+                        "(in place of the checkpoint's, learned or fixed)")
+    e.add_argument("--inner-augment", type=int_arg(0, 64), default=None, metavar="K",
+                   help="MAML: K warped copies of each support image in the inner loop at test time (0: none)")
     e.add_argument("--batch-norm", choices=("transductive", "support", "running"), default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--within-alphabet", action="store_true",

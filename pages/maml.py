@@ -45,6 +45,15 @@ if proto_head:
             "step then adapts the whole network on the support loss: what the steps change is what adaptation "
             "adds. With one example per class the prototypes already fit the support set (its loss starts near "
             "zero), so the steps change little; with more examples per class they do more.")
+augment = int(getattr(loaded.model, "inner_augment", 0) or 0)
+if augment:
+    temperature = float(loaded.model.inner_temperature_now())
+    st.caption(f"This checkpoint's inner loop also learns from **{augment} randomly warped copies** of each support "
+               "image (small rotations, scalings, shears and shifts: new drawings of the same character)"
+               + (f", with its support loss softened by a temperature of {temperature:.3g}" if temperature != 1 else "")
+               + ". So even with one example per class the steps have something to learn. The support loss and "
+               "accuracy below are over the support images and their copies; the copies are the same each time "
+               "for the same support set.")
 elif variant in ("maml", "fomaml"):
     st.caption("This checkpoint is the paper-faithful MAML: a meta-learned output layer with a fixed number of "
                "classes, adapted from the same starting weights on every task.")

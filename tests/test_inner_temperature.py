@@ -155,3 +155,15 @@ def test_cli_records_the_temperature_and_trains_a_frozen_proto_maml(folder_data,
                  "--device", "cpu", "--n-way", "4", "--n-shot", "1", "--n-query", "1", "--episodes", "2",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n_way"] == 4
+    # `fewshot info` shows what was learned of the inner loop: the rates and the temperature, read from the weights
+    assert main(["info", "--checkpoint", str(out), "--json"]) == 0
+    learned = json.loads(capsys.readouterr().out)["learned_inner_loop"]
+    assert learned["inner_temperature"] == pytest.approx(model.inner_temperature_now().item())
+    assert len(learned["inner_lr"]) == 1 and set(learned["inner_lr"][0]) == set(model._lr_names)
+    for name, rate in learned["inner_lr"][0].items():
+        assert rate == pytest.approx(model.inner_lr_at(0, name).item())
+    assert main(["info", "--checkpoint", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "learned inner lr, step 1:" in text and "learned inner temperature:" in text and "(start 8.0)" in text
+    assert main(["info", "--checkpoint", str(encoder), "--json"]) == 0  # nothing of an inner loop to show
+    assert "learned_inner_loop" not in json.loads(capsys.readouterr().out)

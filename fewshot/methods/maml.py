@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from ..functional import functional_call  # thread-safe: cached models are shared by sessions
 
+from ..augment import AffineAugment
 from ..backbones import Conv4, conv4
 from ..tasks import Task
 from .base import FewShotClassifier
@@ -27,6 +28,7 @@ __all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_steps", "msl_weights"
 
 Weights = dict[str, Tensor]
 BATCH_NORM_MODES = ("transductive", "support", "running")
+_INNER_AUGMENT = AffineAugment()  # MAML(inner_augment=K): the warps of the support copies
 
 
 
@@ -265,6 +267,15 @@ class MAML(FewShotClassifier):
             and the outer loss are unchanged.
         learn_inner_temperature: meta-learn that temperature (kept positive as ``exp`` of a learned log, starting
             at ``inner_temperature``). Only second-order MAML's meta-gradient reaches it.
+        inner_augment: the inner loop descends the support loss of the support images and of ``inner_augment``
+            randomly warped copies of each (:class:`fewshot.augment.AffineAugment`'s small rotation, scale, shear
+            and shift), in training and at test time; 0: the support images alone (the paper's MAML). With one
+            example per class the prototype head already classifies the support images themselves (loss ~1e-4),
+            so a step on them alone has nothing to learn; their warped copies are new drawings of the same
+            characters, and the step then moves the network towards classifying those. The Proto-MAML head is built
+            from the support images alone, so step 0 is still ProtoNet. Randomness: in training the global torch
+            generator (reproducible from ``--seed``, and restored on ``--resume``); in evaluation a generator seeded
+            afresh for each support set, so the same support set always gives the same answer.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
@@ -272,7 +283,7 @@ class MAML(FewShotClassifier):
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
                  backbone: nn.Module | None = None, checkpoint_inner: bool = False, proto_head: bool = False,
                  learn_inner_lr: bool = False, multi_step_loss: float = 0.0, inner_grad_clip: float = 0.0,
-                 inner_temperature: float = 1.0, learn_inner_temperature: bool = False):
+                 inner_temperature: float = 1.0, learn_inner_temperature: bool = False, inner_augment: int = 0):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -282,6 +293,11 @@ class MAML(FewShotClassifier):
             raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {inner_grad_clip}")
         if not (inner_temperature > 0 and math.isfinite(inner_temperature)):
             raise ValueError(f"inner_temperature must be a positive number, got {inner_temperature}")
+        if isinstance(inner_augment, bool) or not isinstance(inner_augment, int) or not 0 <= inner_augment <= 64:
+            raise ValueError(f"inner_augment is a number of warped copies per support image, 0 to 64, got {inner_augment!r}")
+        if inner_augment and batch_norm == "support":
+            raise ValueError("inner_augment with batch_norm='support': the queries are normalised with the support "
+                             "images' statistics, which the warped copies would change; use 'running' or 'transductive'")
         if not 0.0 <= multi_step_loss <= 1.0:
             raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
         if batch_norm == "running" and backbone is not None:
@@ -307,7 +323,8 @@ class MAML(FewShotClassifier):
                                  ("learn_inner_lr", learn_inner_lr, False), ("multi_step_loss", multi_step_loss, 0.0),
                                  ("inner_grad_clip", float(inner_grad_clip), 0.0),
                                  ("inner_temperature", float(inner_temperature), 1.0),
-                                 ("learn_inner_temperature", learn_inner_temperature, False)):
+                                 ("learn_inner_temperature", learn_inner_temperature, False),
+                                 ("inner_augment", inner_augment, 0)):
             if value != off:
                 self.config[name] = value
         self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
@@ -318,6 +335,7 @@ class MAML(FewShotClassifier):
                 raise ValueError("learned inner learning rates start from inner_lr, which must be > 0")
             self.log_inner_lr = nn.Parameter(torch.full((inner_steps, len(self._lr_names)), math.log(inner_lr)))
         self.inner_temperature = float(inner_temperature)
+        self.inner_augment = inner_augment
         self.log_inner_temperature: nn.Parameter | None = None
         if learn_inner_temperature:
             self.log_inner_temperature = nn.Parameter(torch.tensor(math.log(inner_temperature)))
@@ -345,6 +363,18 @@ class MAML(FewShotClassifier):
         """The inner loss's temperature: the learned one (a tensor, in the meta-gradient's graph) or the fixed one."""
         return self.log_inner_temperature.exp() if self.log_inner_temperature is not None else self.inner_temperature
 
+    def learned_inner_loop(self) -> dict | None:
+        """What the meta-training learned about the inner loop (``learn_inner_lr`` / ``learn_inner_temperature``),
+        as plain numbers: ``{"inner_lr": [{weight name: rate} per inner step], "inner_temperature": T}`` (each key
+        only where learned); ``None`` when nothing of the inner loop is learned. ``fewshot info`` prints it."""
+        out: dict = {}
+        if self.log_inner_lr is not None:
+            rates = self.log_inner_lr.detach().exp().tolist()
+            out["inner_lr"] = [dict(zip(self._lr_names, step)) for step in rates]
+        if self.log_inner_temperature is not None:
+            out["inner_temperature"] = float(self.log_inner_temperature.detach().exp())
+        return out or None
+
     def inner_loss_fn(self) -> LossFn | None:
         """The inner loop's support loss: cross-entropy of the logits over the temperature (``None``: the plain
         cross-entropy, temperature 1 and not learned)."""
@@ -354,6 +384,18 @@ class MAML(FewShotClassifier):
         if not self.training and isinstance(temperature, Tensor):  # evaluation: nothing reaches the parameters
             temperature = temperature.detach()
         return lambda logits, labels: F.cross_entropy(logits / temperature, labels)
+
+    def inner_support(self, support_images: Tensor, support_labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The support set the inner loop descends: the support images, then ``inner_augment`` warped copies of
+        each (all the first copies, then all the second ...), with their labels. Unchanged when ``inner_augment``
+        is 0. Training draws the warps from the global generator; evaluation from a generator seeded afresh (0),
+        so the answer to a support set does not depend on what ran before."""
+        if not self.inner_augment:
+            return support_images, support_labels
+        copies = support_images.repeat(self.inner_augment, 1, 1, 1)
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        warped = _INNER_AUGMENT.apply(copies, _INNER_AUGMENT.draw(copies.shape[0], generator))
+        return torch.cat([support_images, warped]), support_labels.repeat(self.inner_augment + 1)
 
     def _inner_lr(self, training: bool):
         if self.log_inner_lr is not None:
@@ -389,7 +431,8 @@ class MAML(FewShotClassifier):
             weights = {k: v.detach().requires_grad_() for k, v in self.meta_weights().items()}
             create_graph, steps = False, self.inner_steps_test
         weights = self.start_weights(weights, support_images, support_labels)
-        return adapt_path(self.net, weights, self.buffers_copy(), support_images, support_labels,
+        images, labels = self.inner_support(support_images, support_labels)
+        return adapt_path(self.net, weights, self.buffers_copy(), images, labels,
                           inner_lr=self._inner_lr(self.training), inner_steps=steps, create_graph=create_graph,
                           checkpoint_steps=self.checkpoint_inner, grad_clip=self.inner_grad_clip,
                           loss_fn=self.inner_loss_fn())
@@ -472,7 +515,8 @@ class MAML(FewShotClassifier):
         with torch.no_grad():
             start = self.start_weights({k: v.detach() for k, v in self.meta_weights().items()}, support_images,
                                        support_labels)
-        return adapt_steps(self.net, start, self.buffers_copy(), support_images, support_labels,
+        images, labels = self.inner_support(support_images, support_labels)
+        return adapt_steps(self.net, start, self.buffers_copy(), images, labels,
                            inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
                            inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
                            query_images=query_images, stats_from_support=self.batch_norm == "support",
@@ -488,7 +532,7 @@ class MAML(FewShotClassifier):
         if not isinstance(self.net.backbone, Conv4) or len(self.net.backbone.blocks) != 4:
             return None
         if (self.proto_head or self.log_inner_lr is not None or self.multi_step_loss or self.batch_norm == "running"
-                or self.inner_loss_fn() is not None):
+                or self.inner_loss_fn() is not None or self.inner_augment):
             return None  # the per-task loop handles these
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
