@@ -5,7 +5,8 @@ At 0 inner steps Proto-MAML is exactly ProtoNet on its own encoder (``tests/test
 episodes (seed 0, 5 queries per class), so the difference is paired: its 95% CI is that of the per-episode
 differences.
 
-    python benchmarks/adaptation_gain.py --data-dir DIR [--episodes 1000] [--checkpoints A.safetensors ...]
+    python benchmarks/adaptation_gain.py --data-dir DIR [--episodes 1000] [--protocol lake|vinyals]
+                                         [--checkpoints A.safetensors ...]
                                          [--inner-grad-clip NORM] [--inner-lr LR] [--inner-steps S]
                                          [--inner-temperature T] [--inner-augment K] [--out FILE]
 
@@ -45,7 +46,8 @@ def _accuracy(model, task) -> float:
 
 
 def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: float | None = None,
-            steps: int | None = None, temperature: float | None = None, augment: int | None = None) -> list[dict]:
+            steps: int | None = None, temperature: float | None = None, augment: int | None = None,
+            protocol: str = "lake") -> list[dict]:
     model, info = load_checkpoint(ROOT / path)
     model.eval()
     if clip is not None:
@@ -76,10 +78,10 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
                 adapted.append(_accuracy(model, task))
         diff = torch.tensor(adapted) - torch.tensor(zero)
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-        rows.append({"checkpoint": path, "n_way": way, "n_shot": shot, "episodes": episodes, "inner_steps": steps,
+        rows.append({"checkpoint": path, "protocol": protocol, "n_way": way, "n_shot": shot, "episodes": episodes, "inner_steps": steps,
                      "inner_grad_clip": getattr(model, "inner_grad_clip", 0.0),
                      "inner_lr": "learned" if model.log_inner_lr is not None else model.inner_lr_test,
-                     "inner_temperature": float(model.inner_temperature_now()),
+                     "inner_temperature": model.inner_temperature_value(),
                      "inner_augment": getattr(model, "inner_augment", 0),
                      "support_loss_0": mean(support_loss), "inner_loss_0": mean(inner_loss),
                      "accuracy_0_steps": mean(zero), "accuracy_adapted": mean(adapted),
@@ -113,6 +115,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--protocol", choices=("lake", "vinyals"), default="lake", help="the test split the episodes come from")
     p.add_argument("--checkpoints", nargs="*", default=DEFAULT)
     p.add_argument("--inner-grad-clip", type=float, default=None, help="override the checkpoints' own (0: off)")
     p.add_argument("--inner-lr", type=float, default=None, help="one fixed test-time inner rate for every layer")
@@ -122,9 +125,10 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
-    dataset = load_omniglot("lake", "test", data_dir=args.data_dir)
+    dataset = load_omniglot(args.protocol, "test", data_dir=args.data_dir)
     rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip, args.inner_lr,
-                                                              args.inner_steps, args.inner_temperature, args.inner_augment)]
+                                                              args.inner_steps, args.inner_temperature, args.inner_augment,
+                                                              args.protocol)]
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
     return 0

@@ -30,7 +30,13 @@ def row_facts(meta: dict) -> tuple[int | None, float | str, str]:
     run = training_summary(meta)
     command = run["command"].replace("|", "\\|")
     if run["init_backbone"]:
-        command += f" (backbone initialised from {Path(run['init_backbone']).name})"
+        init = meta.get("init_backbone") or {}
+        if (meta.get("train_config") or {}).get("freeze_backbone") and init.get("command"):
+            # the encoder is that file's, unchanged: say how it was made
+            command += (f" (backbone initialised from {Path(run['init_backbone']).name} and kept fixed; that file: "
+                        f"{init['command'].replace('|', chr(92) + '|')})")
+        else:
+            command += f" (backbone initialised from {Path(run['init_backbone']).name})"
     return run["steps_done"], run["seconds"] if run["seconds"] is not None else "", command
 
 

@@ -4,7 +4,9 @@
 
 Every run is an ordinary ``python -m fewshot train`` (or ``pretrain``) command (its exact command line is stored in
 the checkpoint); logs go to ``--log-dir``. A recipe listed in ``SOUPS`` runs once per ingredient (its arguments plus
-the ingredient's, written under ``runs/soups/NAME/``), then ``python -m fewshot soup`` averages them into its file.
+the ingredient's, written under ``runs/soups/NAME/``), then ``python -m fewshot soup`` averages them into its file;
+where ``AFTER_SOUP`` names one more run from that soup, the soup goes to ``runs/soups/NAME/soup.safetensors`` and
+that run (``--init-backbone`` the soup) writes the recipe's file.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import RECIPES, SOUPS, command  # noqa: E402
+from recipes import AFTER_SOUP, RECIPES, SOUPS, command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +48,7 @@ def main() -> int:
     jobs = [(n, i) for n in names for i in (range(len(SOUPS[n])) if n in SOUPS else [None])]
     pending, running, failed = list(jobs), {}, []
 
-    def ingredient(name: str, i: int) -> Path:
+    def ingredient(name: str, i: int | str) -> Path:
         return Path(args.out_root) / "runs" / "soups" / name / f"{i}.safetensors"
 
     while pending or running:
@@ -81,11 +83,22 @@ def main() -> int:
         if any(f.startswith(f"{name}.") for f in failed):
             failed.append(name)
             continue
+        final = Path(args.out_root) / RECIPES[name][0]
+        soup = ingredient(name, "soup") if name in AFTER_SOUP else final
         cmd = [sys.executable, "-m", "fewshot", "soup", "--checkpoints",
-               *(str(ingredient(name, i)) for i in range(len(SOUPS[name]))), "--out",
-               str(Path(args.out_root) / RECIPES[name][0])]
+               *(str(ingredient(name, i)) for i in range(len(SOUPS[name]))), "--out", str(soup)]
         code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
         print(f"[{time.time() - t0:6.0f}s] {name}: soup of {len(SOUPS[name])}, exit {code}", flush=True)
+        if not code and name in AFTER_SOUP:
+            recipe = list(AFTER_SOUP[name])
+            protocol = RECIPES[name][1][RECIPES[name][1].index("--protocol") + 1]
+            if args.episodes is not None:
+                recipe[recipe.index("--episodes") + 1] = str(args.episodes)
+            cmd = [sys.executable, "-m", "fewshot", "train", "--protocol", protocol, *recipe, "--init-backbone",
+                   str(soup), "--out", str(final), "--device", args.device, "--max-seconds", str(args.max_seconds),
+                   "--quiet", *args.extra_args.split()] + (["--data-dir", args.data_dir] if args.data_dir else [])
+            code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+            print(f"[{time.time() - t0:6.0f}s] {name}: the run from its soup, exit {code}", flush=True)
         if code:
             failed.append(name)
     print(f"done in {time.time() - t0:.0f} s; failed: {failed or 'none'}", flush=True)

@@ -1,6 +1,7 @@
 """Lake et al.'s one-shot task for the shipped Lake checkpoints, into ``benchmarks/results/within_alphabet.json``.
 
     python benchmarks/within_alphabet.py --data-dir DIR [--methods protonet matching siamese] [--episodes 1000]
+                                         (re-makes the rows of the named methods; the others' stay)
     python benchmarks/within_alphabet.py --render     # only re-write the section of benchmarks/results.md
 
 Every figure is ``python -m fewshot evaluate --protocol lake --within-alphabet --n-way 20 --n-shot 1 --n-query 1
@@ -86,15 +87,21 @@ def main() -> None:
     if args.render:
         write_section(render(json.loads(OUT.read_text())))
         return
-    rows = []
+    # the other checkpoints' rows stay as they were: --methods re-makes only those named
+    kept = json.loads(OUT.read_text())["results"] if OUT.exists() else []
+    names = {str((ROOT / "checkpoints" / "lake" / f"{m}.safetensors").relative_to(ROOT)) for m in args.methods}
+    rows = [r for r in kept if r["checkpoint"] not in names]
+    new_rows: list[dict] = []
     for method in args.methods:
         checkpoint = ROOT / "checkpoints" / "lake" / f"{method}.safetensors"
         for within in (True, False):
             report = evaluate(checkpoint, args, within)
-            rows.append(report)
+            new_rows.append(report)
             print(f"{method:9s} {'within one alphabet' if within else 'any alphabets      '}: "
                   f"{100 * report['accuracy']:.2f}% ± {100 * report['ci95']:.2f} "
                   f"(error {report['error_percent']:.1f}%)", file=sys.stderr)
+    order = [r["checkpoint"] for r in kept]  # a re-made checkpoint keeps its place in the table
+    rows = sorted(rows + new_rows, key=lambda r: order.index(r["checkpoint"]) if r["checkpoint"] in order else len(order))
     OUT.write_text(json.dumps({"task": "20-way 1-shot, Lake protocol test split (images_evaluation); within: one "
                                        "alphabet per episode, support and query drawers disjoint",
                                "reference_error_percent": REFERENCES, "results": rows}, indent=1) + "\n")

@@ -366,8 +366,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report["inner_lr_learned"] = True  # the per-layer rates of `fewshot info`, not inner_lr_test
     if getattr(model, "inner_augment", 0):
         report["inner_augment"] = model.inner_augment
-    if hasattr(model, "inner_temperature_now") and float(model.inner_temperature_now()) != 1.0:
-        report["inner_temperature"] = float(model.inner_temperature_now())
+    if hasattr(model, "inner_temperature_value") and model.inner_temperature_value() != 1.0:
+        report["inner_temperature"] = model.inner_temperature_value()
     if getattr(model, "inner_grad_clip", 0.0):
         report["inner_grad_clip"] = model.inner_grad_clip
     if getattr(dataset, "skipped", None):

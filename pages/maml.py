@@ -47,7 +47,7 @@ if proto_head:
             "zero), so the steps change little; with more examples per class they do more.")
 augment = int(getattr(loaded.model, "inner_augment", 0) or 0)
 if augment:
-    temperature = float(loaded.model.inner_temperature_now())
+    temperature = loaded.model.inner_temperature_value()
     st.caption(f"This checkpoint's inner loop also learns from **{augment} randomly warped copies** of each support "
                "image (small rotations, scalings, shears and shifts: new drawings of the same character)"
                + (f", with its support loss softened by a temperature of {temperature:.3g}" if temperature != 1 else "")

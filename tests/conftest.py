@@ -74,6 +74,40 @@ def make_task() -> Callable[..., Task]:
 
 
 @pytest.fixture
+def tiny() -> Callable[..., "fewshot.MAML"]:
+    """Factory of tiny float64 Proto-MAMLs (3-way head unused, 4 filters, inner lr 0.1, 1 step, seed 0):
+    ``tiny(**MAML keyword arguments)``, for the inner-loop tests, where gradient checks must be tight."""
+
+    def build(**kwargs) -> fewshot.MAML:
+        kwargs = {"hidden": 4, "inner_lr": 0.1, "inner_steps": 1, "proto_head": True, **kwargs}
+        torch.manual_seed(kwargs.pop("seed", 0))
+        return fewshot.MAML(3, **kwargs).to(torch.float64)
+
+    return build
+
+
+@pytest.fixture
+def float64_task(make_task: Callable[..., Task]) -> Task:
+    """3-way 2-shot, 3 queries per class, 16x16 float64 images with noise 0.3 (not trivially separable)."""
+    return make_task(3, 2, 3, size=16, dtype=torch.float64, noise=0.3)
+
+
+@pytest.fixture(scope="module")
+def pattern_folder_4x4(pattern_folder: Callable[[int, int, int], Path]) -> Path:
+    """A folder dataset of 4 classes x 4 noisy 16x16 patterns."""
+    return pattern_folder(4, 4, 16)
+
+
+@pytest.fixture(scope="module")
+def tiny_train_args(pattern_folder_4x4: Path) -> list[str]:
+    """``fewshot train`` arguments for a 2-episode 3-way 1-shot run on :func:`pattern_folder_4x4` with 8 filters
+    (add ``--method`` and ``--out``)."""
+    return ["--dataset", "folder", "--data-dir", str(pattern_folder_4x4), "--device", "cpu", "--n-way", "3",
+            "--n-shot", "1", "--n-query", "1", "--episodes", "2", "--image-size", "16", "--hidden", "8",
+            "--val-every", "0", "--quiet"]
+
+
+@pytest.fixture
 def tiny_task(make_task: Callable[..., Task]) -> Task:
     """3-way, 2-shot, 2 queries per class, 8x8 single-channel images, separable by construction."""
     return make_task(3, 2, 2, size=8)

@@ -9,28 +9,18 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fewshot import MAML, Task, TaskSampler, TrainConfig, load_checkpoint, train
 from fewshot.augment import AffineAugment
 from fewshot.cli import main
 from fewshot.methods.maml import adapt
 
-DT = torch.float64
-
-
-def tiny(**kwargs) -> MAML:
-    kwargs = {"hidden": 4, "inner_lr": 0.1, "inner_steps": 1, "proto_head": True, **kwargs}
-    torch.manual_seed(kwargs.pop("seed", 0))
-    return MAML(3, **kwargs).to(DT)
-
-
 @pytest.fixture
-def task(make_task) -> Task:
-    return make_task(3, 2, 3, size=16, dtype=DT, noise=0.3)
+def task(float64_task: Task) -> Task:
+    return float64_task
 
 
-def test_the_inner_step_descends_the_support_images_and_their_warped_copies(task):
+def test_the_inner_step_descends_the_support_images_and_their_warped_copies(task, tiny):
     """One step of lr on the cross-entropy of [support; K warped copies], the warps those of a generator seeded 0;
     the head is still built from the support images alone."""
     model = tiny(inner_augment=3).eval()
@@ -51,7 +41,7 @@ def test_the_inner_step_descends_the_support_images_and_their_warped_copies(task
     assert not torch.allclose(warped, copies)  # and they are warped, not the images again
 
 
-def test_step_zero_is_still_protonet_and_answers_do_not_depend_on_what_ran_before(task):
+def test_step_zero_is_still_protonet_and_answers_do_not_depend_on_what_ran_before(task, tiny):
     plain, augmented = tiny(inner_steps=0).eval(), tiny(inner_steps=0, inner_augment=4).eval()
     for model in (plain, augmented):
         model.process_support_set(task.support_images, task.support_labels)
@@ -65,7 +55,7 @@ def test_step_zero_is_still_protonet_and_answers_do_not_depend_on_what_ran_befor
     torch.testing.assert_close(answers[0], answers[1], rtol=0, atol=0)
 
 
-def test_training_draws_the_warps_from_the_seeded_global_generator(task):
+def test_training_draws_the_warps_from_the_seeded_global_generator(task, tiny):
     model = tiny(inner_augment=2).train()
     draws = []
     for seed in (5, 5, 6):
@@ -78,7 +68,7 @@ def test_training_draws_the_warps_from_the_seeded_global_generator(task):
     assert torch.equal(labels, task.support_labels.repeat(3))
 
 
-def test_the_observable_steps_equal_the_model(task):
+def test_the_observable_steps_equal_the_model(task, tiny):
     model = tiny(inner_augment=3, inner_steps=2, inner_temperature=4.0).eval()
     model.process_support_set(task.support_images, task.support_labels)
     steps = list(model.adaptation(task.support_images, task.support_labels, task.query_images))
@@ -119,15 +109,8 @@ def _status(argv: list[str]) -> int:
         return int(exc.code)
 
 
-@pytest.fixture(scope="module")
-def folder_data(pattern_folder):
-    return pattern_folder(4, 4, 16)
-
-
-def test_cli_trains_evaluates_and_refuses(folder_data, tmp_path, capsys):
-    common = ["--dataset", "folder", "--data-dir", str(folder_data), "--device", "cpu", "--n-way", "3", "--n-shot",
-              "1", "--n-query", "1", "--episodes", "2", "--image-size", "16", "--hidden", "8", "--val-every", "0",
-              "--quiet"]
+def test_cli_trains_evaluates_and_refuses(pattern_folder_4x4, tiny_train_args, tmp_path, capsys):
+    folder_data, common = pattern_folder_4x4, tiny_train_args
     out = tmp_path / "pm.safetensors"
     assert main(["train", *common, "--method", "fomaml", "--proto-head", "--inner-lr", "0.01", "--inner-augment", "3",
                  "--out", str(out)]) == 0

@@ -16,21 +16,12 @@ from fewshot import MAML, Task, TaskSampler, TrainConfig, load_checkpoint, train
 from fewshot.cli import main
 from fewshot.methods.maml import adapt
 
-DT = torch.float64
-
-
-def tiny(**kwargs) -> MAML:
-    kwargs = {"hidden": 4, "inner_lr": 0.1, "inner_steps": 1, "proto_head": True, **kwargs}
-    torch.manual_seed(kwargs.pop("seed", 0))
-    return MAML(3, **kwargs).to(DT)
-
-
 @pytest.fixture
-def task(make_task) -> Task:
-    return make_task(3, 2, 3, size=16, dtype=DT, noise=0.3)
+def task(float64_task: Task) -> Task:
+    return float64_task
 
 
-def test_the_inner_step_descends_the_tempered_support_loss(task):
+def test_the_inner_step_descends_the_tempered_support_loss(task, tiny):
     """The adapted weights are exactly one step of lr on cross-entropy(logits / T)."""
     model = tiny(inner_temperature=7.0).eval()
     model.process_support_set(task.support_images, task.support_labels)
@@ -45,7 +36,7 @@ def test_the_inner_step_descends_the_tempered_support_loss(task):
     assert any(not torch.allclose(by_hand[k], plain[k]) for k in plain)  # the temperature changed the step
 
 
-def test_the_observable_steps_equal_the_model_with_a_temperature(task):
+def test_the_observable_steps_equal_the_model_with_a_temperature(task, tiny):
     model = tiny(inner_temperature=5.0, inner_steps=2).eval()
     model.process_support_set(task.support_images, task.support_labels)
     steps = list(model.adaptation(task.support_images, task.support_labels, task.query_images))
@@ -56,7 +47,7 @@ def test_the_observable_steps_equal_the_model_with_a_temperature(task):
     assert steps[0].support_loss == pytest.approx(F.cross_entropy(logits / 5.0, task.support_labels).item())
 
 
-def test_a_learned_temperature_gets_its_second_order_gradient_and_stays_positive(task):
+def test_a_learned_temperature_gets_its_second_order_gradient_and_stays_positive(task, tiny):
     model = tiny(inner_temperature=3.0, learn_inner_temperature=True, inner_lr=0.05)
     assert model.inner_temperature_now().item() == pytest.approx(3.0)
     model.train()
@@ -87,7 +78,7 @@ def test_a_learned_temperature_gets_its_second_order_gradient_and_stays_positive
     assert first.log_inner_temperature.grad is None or first.log_inner_temperature.grad.abs().item() == 0
 
 
-def test_evaluation_keeps_the_temperature_out_of_the_graph(task):
+def test_evaluation_keeps_the_temperature_out_of_the_graph(task, tiny):
     model = tiny(inner_temperature=3.0, learn_inner_temperature=True).eval()
     model.process_support_set(task.support_images, task.support_labels)
     assert all(not v.requires_grad for v in model.fast_weights.values())
@@ -124,15 +115,8 @@ def test_a_frozen_proto_maml_learns_only_how_to_adapt(gratings):
                if k.startswith("backbone."))
 
 
-@pytest.fixture(scope="module")
-def folder_data(pattern_folder):
-    return pattern_folder(4, 4, 16)
-
-
-def test_cli_records_the_temperature_and_trains_a_frozen_proto_maml(folder_data, tmp_path, capsys):
-    common = ["--dataset", "folder", "--data-dir", str(folder_data), "--device", "cpu", "--n-way", "3", "--n-shot",
-              "1", "--n-query", "1", "--episodes", "2", "--image-size", "16", "--hidden", "8", "--val-every", "0",
-              "--quiet"]
+def test_cli_records_the_temperature_and_trains_a_frozen_proto_maml(pattern_folder_4x4, tiny_train_args, tmp_path, capsys):
+    folder_data, common = pattern_folder_4x4, tiny_train_args
     encoder = tmp_path / "encoder.safetensors"
     assert main(["train", *common, "--method", "protonet", "--out", str(encoder)]) == 0
     out = tmp_path / "pm.safetensors"

@@ -363,6 +363,11 @@ class MAML(FewShotClassifier):
         """The inner loss's temperature: the learned one (a tensor, in the meta-gradient's graph) or the fixed one."""
         return self.log_inner_temperature.exp() if self.log_inner_temperature is not None else self.inner_temperature
 
+    def inner_temperature_value(self) -> float:
+        """:meth:`inner_temperature_now` as a plain number (for reports and the app)."""
+        temperature = self.inner_temperature_now()
+        return float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+
     def learned_inner_loop(self) -> dict | None:
         """What the meta-training learned about the inner loop (``learn_inner_lr`` / ``learn_inner_temperature``),
         as plain numbers: ``{"inner_lr": [{weight name: rate} per inner step], "inner_temperature": T}`` (each key
