@@ -23,6 +23,18 @@ RECIPES: dict[str, tuple[str, list[str]]] = {}
 # name -> the extra arguments of each ingredient run: the recipe runs once per ingredient, and its checkpoint is
 # `python -m fewshot soup` of those runs (the uniform weight average; Wortsman et al. 2022)
 SOUPS: dict[str, list[list[str]]] = {}
+# name -> the `train` arguments of one more run from that recipe's soup (its --init-backbone, added by run_recipes.py):
+# the soup is then written under runs/soups/NAME/ and this run's result is the recipe's checkpoint
+AFTER_SOUP: dict[str, list[str]] = {}
+# Session 6: Proto-MAML's inner loop also descends 7 warped copies of each support image (--inner-augment), its
+# support loss tempered; the soup's encoder is kept fixed and only the per-layer rates and the temperature are
+# learned (meta-lr 1e-2 cosine, 1,000 steps of 20-way 1-shot episodes on trainval).
+AUGMENTED_INNER_LOOP = ["--method", "maml", "--proto-head", "--batch-norm", "running", "--n-way", "20", "--n-shot", "1",
+                        "--n-query", "5", "--meta-batch-size", "1", "--inner-steps", "1", "--inner-lr", "0.01",
+                        "--learn-inner-lr", "--inner-temperature", "10", "--learn-inner-temperature", "--inner-augment",
+                        "7", "--inner-steps-test", "1", "--inner-grad-clip", "1.0", "--meta-lr", "1e-2",
+                        "--lr-schedule", "cosine", "--freeze-backbone", "--episodes", "1000", "--val-every", "0",
+                        "--checkpoint-every", "50", "--train-split", "trainval"]
 
 
 def _add(name: str, out: str, args: list[str]) -> None:
@@ -94,6 +106,7 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                  _with(base, "--episodes", "2500") + ["--method", method] + PROTO_MAML
                  + ["--init-backbone", "checkpoints/vinyals/protonet-60w1s.safetensors"])
         SOUPS["vinyals-protomaml"] = [["--seed", "0"], ["--seed", "1"], ["--seed", "2"]]
+        AFTER_SOUP["vinyals-protomaml"] = AUGMENTED_INNER_LOOP  # session 6: 95.34 -> 95.46 at 20w1s
         # Siamese: the verification head trained on the Vinyals ProtoNet 1-shot's encoder, kept fixed (as Lake's below).
         # Session 5 re-made it on the soup's encoder (164 s): 97.7 / 93.0 -> 98.1 / 94.5 at 5w1s / 20w1s.
         _add("vinyals-siamese", "checkpoints/vinyals/siamese-20w1s.safetensors",
@@ -178,6 +191,7 @@ for protocol, split in (("vinyals", "trainval"), ("lake", "trainval")):
                   "--episodes", "2500", "--checkpoint-every", "50", "--method", method] + PROTO_MAML
                  + ["--init-backbone", "checkpoints/lake/protonet.safetensors"])
         SOUPS["lake-protomaml"] = [["--seed", "0"], ["--seed", "1"]]
+        AFTER_SOUP["lake-protomaml"] = AUGMENTED_INNER_LOOP  # session 6: 95.04 -> 95.11 at 20w1s
 
 
 def command(name: str) -> str:
