@@ -22,6 +22,7 @@ from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
 from .distributed import World, init_from_env, shutdown
 from .methods import FewShotClassifier, build_model
+from .methods.maml import check_inner_augment
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import cmd_train_sine, reject_regressor
 from .soup import INPUT_KEYS, average_state_dicts, check_soupable
@@ -118,10 +119,6 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     if args.inner_augment is not None and args.method not in ("maml", "fomaml"):
         raise UserError(f"--inner-augment warps the support copies of MAML's inner loop; {args.method} has none "
                         "(--augment warps every training image of any method)")
-    if args.inner_augment and args.batch_norm == "support":
-        raise UserError("--inner-augment with --batch-norm support: the queries are normalised with the support "
-                        "images' statistics, which the warped copies would change; use --batch-norm running or "
-                        "transductive")
     if args.learn_inner_temperature and args.method != "maml":
         raise UserError("--learn-inner-temperature needs second-order MAML (--method maml): the temperature shapes "
                         "the inner gradient, which first-order MAML's meta-gradient treats as a constant")
@@ -310,9 +307,7 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
     if getattr(args, "inner_augment", None) is not None:
         if not hasattr(model, "inner_augment"):
             raise UserError("--inner-augment applies to maml/fomaml checkpoints only")
-        if args.inner_augment and model.batch_norm == "support":  # type: ignore[attr-defined]
-            raise UserError("--inner-augment: this checkpoint normalises its queries with the support images' "
-                            "statistics (batch_norm 'support'), which warped copies would change")
+        check_inner_augment(args.inner_augment, model.batch_norm)  # type: ignore[attr-defined]
         model.inner_augment = args.inner_augment  # type: ignore[attr-defined]
     if getattr(args, "inner_grad_clip", None) is not None:
         if not hasattr(model, "inner_grad_clip"):
@@ -366,8 +361,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report["inner_lr_learned"] = True  # the per-layer rates of `fewshot info`, not inner_lr_test
     if getattr(model, "inner_augment", 0):
         report["inner_augment"] = model.inner_augment
-    if hasattr(model, "inner_temperature_value") and model.inner_temperature_value() != 1.0:
-        report["inner_temperature"] = model.inner_temperature_value()
+    temperature = model.inner_temperature_value() if hasattr(model, "inner_temperature_value") else 1.0
+    if temperature != 1.0:
+        report["inner_temperature"] = temperature
     if getattr(model, "inner_grad_clip", 0.0):
         report["inner_grad_clip"] = model.inner_grad_clip
     if getattr(dataset, "skipped", None):

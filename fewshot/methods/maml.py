@@ -31,6 +31,18 @@ BATCH_NORM_MODES = ("transductive", "support", "running")
 _INNER_AUGMENT = AffineAugment()  # MAML(inner_augment=K): the warps of the support copies
 
 
+def check_inner_augment(inner_augment: int, batch_norm: str) -> None:
+    """Refuse an ``inner_augment`` (``--inner-augment``) a MAML with this BatchNorm mode cannot use (ValueError):
+    the constructor's check, and ``evaluate --inner-augment``'s on a loaded checkpoint."""
+    if isinstance(inner_augment, bool) or not isinstance(inner_augment, int) or not 0 <= inner_augment <= 64:
+        raise ValueError(f"inner_augment (--inner-augment) is a number of warped copies per support image, 0 to 64, "
+                         f"got {inner_augment!r}")
+    if inner_augment and batch_norm == "support":
+        raise ValueError("inner_augment (--inner-augment) with batch_norm 'support': the queries are normalised with "
+                         "the support images' statistics, which the warped copies would change; use 'running' or "
+                         "'transductive'")
+
+
 
 @dataclass
 class AdaptStep:
@@ -293,11 +305,7 @@ class MAML(FewShotClassifier):
             raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {inner_grad_clip}")
         if not (inner_temperature > 0 and math.isfinite(inner_temperature)):
             raise ValueError(f"inner_temperature must be a positive number, got {inner_temperature}")
-        if isinstance(inner_augment, bool) or not isinstance(inner_augment, int) or not 0 <= inner_augment <= 64:
-            raise ValueError(f"inner_augment is a number of warped copies per support image, 0 to 64, got {inner_augment!r}")
-        if inner_augment and batch_norm == "support":
-            raise ValueError("inner_augment with batch_norm='support': the queries are normalised with the support "
-                             "images' statistics, which the warped copies would change; use 'running' or 'transductive'")
+        check_inner_augment(inner_augment, batch_norm)
         if not 0.0 <= multi_step_loss <= 1.0:
             raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
         if batch_norm == "running" and backbone is not None:
