@@ -8,7 +8,8 @@ differences.
     python benchmarks/adaptation_gain.py --data-dir DIR [--episodes 1000] [--protocol lake|vinyals]
                                          [--checkpoints A.safetensors ...]
                                          [--inner-grad-clip NORM] [--inner-lr LR] [--inner-steps S]
-                                         [--inner-temperature T] [--inner-augment K] [--out FILE]
+                                         [--inner-temperature T] [--inner-augment K]
+                                         [--inner-params all|head] [--out FILE]
 
 ``--inner-lr`` and ``--inner-steps`` replace the checkpoints' own test-time inner loop (a fixed rate for every
 layer, in place of learned ones), to ask what larger steps would do. Each row also gives the support set's mean
@@ -16,7 +17,8 @@ cross-entropy under the prototype head before any step (``support_loss_0``): the
 comes from it, so where it is near 0 the steps can change little. A model with an inner-loss temperature
 (``train --inner-temperature``) follows the cross-entropy of its logits over that temperature instead
 (``inner_loss_0``). ``--inner-temperature`` and ``--inner-augment`` (K warped copies of each support image in the
-inner loop, ``train --inner-augment``) replace the checkpoints' own, as ``fewshot evaluate``'s options do.
+inner loop, ``train --inner-augment``) and ``--inner-params`` (``head``: only the linear head adapts, ``train
+--inner-params``) replace the checkpoints' own, as ``fewshot evaluate``'s options do.
 
 Writes ``benchmarks/results/adaptation_gain.json`` and prints a markdown table.
 """
@@ -47,7 +49,7 @@ def _accuracy(model, task) -> float:
 
 def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: float | None = None,
             steps: int | None = None, temperature: float | None = None, augment: int | None = None,
-            protocol: str = "lake") -> list[dict]:
+            protocol: str = "lake", params: str | None = None) -> list[dict]:
     model, info = load_checkpoint(ROOT / path)
     model.eval()
     if clip is not None:
@@ -60,6 +62,8 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
         model.inner_temperature, model.log_inner_temperature = temperature, None
     if augment is not None:
         model.inner_augment = augment
+    if params is not None:
+        model.inner_params = params
     steps = model.inner_steps_test
     rows = []
     for way, shot in SETTINGS:
@@ -83,6 +87,7 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
                      "inner_lr": "learned" if model.log_inner_lr is not None else model.inner_lr_test,
                      "inner_temperature": model.inner_temperature_value(),
                      "inner_augment": getattr(model, "inner_augment", 0),
+                     **({"inner_params": model.inner_params} if getattr(model, "inner_params", "all") != "all" else {}),
                      "support_loss_0": mean(support_loss), "inner_loss_0": mean(inner_loss),
                      "accuracy_0_steps": mean(zero), "accuracy_adapted": mean(adapted),
                      "gain": diff.mean().item(), "gain_ci95": 1.96 * diff.std().item() / math.sqrt(episodes),
@@ -102,6 +107,7 @@ def table(rows: list[dict]) -> str:
         loop += f", clip {r['inner_grad_clip']:g}" if r["inner_grad_clip"] else ""
         loop += f", temperature {r['inner_temperature']:.3g}" if r.get("inner_temperature", 1.0) != 1.0 else ""
         loop += f", {r['inner_augment']} warped copies" if r.get("inner_augment") else ""
+        loop += ", the head alone" if r.get("inner_params") == "head" else ""
         support = f"{r['support_loss_0']:.3g}" if "support_loss_0" in r else "-"
         if r.get("inner_temperature", 1.0) != 1.0:
             support += f" ({r['inner_loss_0']:.3g} tempered)"
@@ -122,13 +128,15 @@ def main() -> int:
     p.add_argument("--inner-steps", type=int, default=None, help="test-time inner steps")
     p.add_argument("--inner-temperature", type=float, default=None, help="the inner loss's temperature, fixed")
     p.add_argument("--inner-augment", type=int, default=None, help="warped copies of each support image in the inner loop")
+    p.add_argument("--inner-params", choices=("all", "head"), default=None,
+                   help="what the inner loop adapts: every weight, or only the linear head")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     dataset = load_omniglot(args.protocol, "test", data_dir=args.data_dir)
     rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip, args.inner_lr,
                                                               args.inner_steps, args.inner_temperature, args.inner_augment,
-                                                              args.protocol)]
+                                                              args.protocol, args.inner_params)]
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
     return 0

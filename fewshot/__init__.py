@@ -15,7 +15,7 @@ from .methods import (MAML, MANN, METHOD_TITLES, METHODS, AdaptStep, FewShotClas
 from .omniglot import PROTOCOLS, DataNotFoundError, load_omniglot, resolve_data_dir
 from .taskfile import SharedTask, TaskFileError, TaskImage, read_task, write_task
 from .augment import AffineAugment
-from .tasks import AlphabetTaskSampler, Task, TaskSampler, make_task
+from .tasks import AlphabetTaskSampler, MixedShotSampler, Task, TaskSampler, make_task
 from .training import (EvalResult, NonFiniteLossError, StepLog, TrainResult, TrainState, evaluate, resolve_device, train,
                        use_fast_layout)
 from .transforms import ImageError, preprocess_image, preprocess_photo
@@ -34,7 +34,7 @@ __all__ = [
     "compute_prototypes",
     "PROTOCOLS", "DataNotFoundError", "load_omniglot", "resolve_data_dir",
     "SharedTask", "TaskFileError", "TaskImage", "read_task", "write_task",
-    "AffineAugment", "AlphabetTaskSampler", "Task", "TaskSampler", "make_task",
+    "AffineAugment", "AlphabetTaskSampler", "MixedShotSampler", "Task", "TaskSampler", "make_task",
     "EvalResult", "NonFiniteLossError", "StepLog", "TrainResult", "TrainState", "evaluate", "resolve_device", "train",
     "use_fast_layout",
     "ImageError", "preprocess_image", "preprocess_photo",

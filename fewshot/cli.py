@@ -28,7 +28,7 @@ from .sine_cli import cmd_train_sine, reject_regressor
 from .soup import INPUT_KEYS, average_state_dicts, check_soupable
 from .pretrain import VAL_WAY, pretrain_encoder, steps_for_epochs
 from .taskfile import read_task, support_dataset
-from .tasks import AlphabetTaskSampler, TaskSampler
+from .tasks import AlphabetTaskSampler, MixedShotSampler, TaskSampler
 from .training import EvalResult, NonFiniteLossError, StepLog, TrainState, evaluate, resolve_device, train, use_fast_layout
 from .transforms import ImageError, preprocess_image
 
@@ -57,7 +57,7 @@ def _method_kwargs(args: argparse.Namespace, train_set: TensorDataset) -> dict[s
     if m in ("maml", "fomaml"):
         kw["n_way"] = args.n_way
         for name in ("inner_steps", "inner_lr", "inner_steps_test", "inner_lr_test", "batch_norm", "multi_step_loss",
-                     "inner_grad_clip", "inner_augment"):
+                     "inner_grad_clip", "inner_augment", "inner_params"):
             if getattr(args, name) is not None:
                 kw[name] = getattr(args, name)
         if args.inner_temperature is not None:
@@ -119,6 +119,8 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     if args.inner_augment is not None and args.method not in ("maml", "fomaml"):
         raise UserError(f"--inner-augment warps the support copies of MAML's inner loop; {args.method} has none "
                         "(--augment warps every training image of any method)")
+    if args.inner_params is not None and args.method not in ("maml", "fomaml"):
+        raise UserError(f"--inner-params chooses what MAML's inner loop adapts; {args.method} has no inner loop")
     if args.learn_inner_temperature and args.method != "maml":
         raise UserError("--learn-inner-temperature needs second-order MAML (--method maml): the temperature shapes "
                         "the inner gradient, which first-order MAML's meta-gradient treats as a constant")
@@ -160,6 +162,10 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         if bool(info.metadata.get("augment")) != args.augment:
             raise UserError(f"--resume: {out} was trained {'with' if info.metadata.get('augment') else 'without'} "
                             "--augment; resume it with the same setting, or start a new run")
+        if info.metadata.get("mix_shots") != args.mix_shots:
+            raise UserError(f"--resume: {out} was trained with --mix-shots "
+                            f"{' '.join(map(str, info.metadata.get('mix_shots') or [])) or 'off'}; resume it with the "
+                            "same setting, or start a new run")
         if info.metadata.get("alphabet_groups") != args.alphabet_groups:
             raise UserError(f"--resume: {out} was trained with --alphabet-groups "
                             f"{info.metadata.get('alphabet_groups') or 'off'}; resume it with the same setting, or "
@@ -191,6 +197,7 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
         "task_config": asdict(task), "train_config": asdict(config),
         "augment": AffineAugment().to_dict() if args.augment else None,
         "alphabet_groups": args.alphabet_groups,
+        **({"mix_shots": args.mix_shots} if args.mix_shots else {}),
         **({"world_size": world.world_size, "backend": world.backend} if world is not None else {}),
         "class_names": train_set.class_names if args.dataset == "folder" else None,
     })
@@ -204,8 +211,10 @@ def _train(args: argparse.Namespace, world: World | None) -> int:
     _check_shape(model, args.n_way, args.method)
     # Tasks are assembled where the model lives: on a GPU the images stay on the GPU.
     train_set.to(device)
-    sampler = TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed,
-                          augment=AffineAugment() if args.augment else None, alphabet_groups=args.alphabet_groups)
+    shape = dict(augment=AffineAugment() if args.augment else None, alphabet_groups=args.alphabet_groups)
+    sampler = (MixedShotSampler(train_set, args.n_way, args.mix_shots, args.n_query, seed=args.seed, **shape)
+               if args.mix_shots else TaskSampler(train_set, args.n_way, args.n_shot, args.n_query, seed=args.seed,
+                                                  **shape))
     validate = None
     if val_set is not None:
         val_set.to(device)
@@ -309,6 +318,10 @@ def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> N
             raise UserError("--inner-augment applies to maml/fomaml checkpoints only")
         check_inner_augment(args.inner_augment, model.batch_norm)  # type: ignore[attr-defined]
         model.inner_augment = args.inner_augment  # type: ignore[attr-defined]
+    if getattr(args, "inner_params", None) is not None:
+        if not hasattr(model, "inner_params"):
+            raise UserError("--inner-params applies to maml/fomaml checkpoints only")
+        model.inner_params = args.inner_params  # type: ignore[attr-defined]
     if getattr(args, "inner_grad_clip", None) is not None:
         if not hasattr(model, "inner_grad_clip"):
             raise UserError("--inner-grad-clip applies to maml/fomaml checkpoints only")
@@ -361,6 +374,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report["inner_lr_learned"] = True  # the per-layer rates of `fewshot info`, not inner_lr_test
     if getattr(model, "inner_augment", 0):
         report["inner_augment"] = model.inner_augment
+    if getattr(model, "inner_params", "all") != "all":
+        report["inner_params"] = model.inner_params
     temperature = model.inner_temperature_value() if hasattr(model, "inner_temperature_value") else 1.0
     if temperature != 1.0:
         report["inner_temperature"] = temperature

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--inner-augment", type=int_arg(0, 64), default=None, metavar="K",
                    help="MAML/FOMAML: the inner loop also descends K randomly warped copies of each support image "
                         "(in training and at test time; default 0)")
+    t.add_argument("--inner-params", choices=("all", "head"), default=None,
+                   help="MAML/FOMAML: what the inner loop adapts: every weight (all, the default) or only the linear "
+                        "head on the features of a fixed encoder (head: ANIL; the encoder runs once per task)")
     t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
                    help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
     t.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--alphabet-groups", type=_positive, default=None, metavar="M",
                    help="omniglot: draw each episode's classes in blocks of up to M characters of one alphabet "
                         "(harder episodes of look-alike characters, as in Lake et al.'s within-alphabet task)")
+    t.add_argument("--mix-shots", type=_positive, nargs="+", default=None, metavar="K",
+                   help="each training episode's shot drawn uniformly from these (e.g. 1 5: one model, its inner "
+                        "loop or metric learned for both); validation keeps --n-shot")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
     r = sub.add_parser("pretrain", help="pre-train a shared Conv-4 encoder as a classifier over all training classes "
@@ -166,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(in place of the checkpoint's, learned or fixed)")
     e.add_argument("--inner-augment", type=int_arg(0, 64), default=None, metavar="K",
                    help="MAML: K warped copies of each support image in the inner loop at test time (0: none)")
+    e.add_argument("--inner-params", choices=("all", "head"), default=None,
+                   help="MAML: what the inner loop adapts at test time: every weight (all) or only the head (head)")
     e.add_argument("--batch-norm", choices=("transductive", "support", "running"), default=None)
     e.add_argument("--json", action="store_true")
     e.add_argument("--within-alphabet", action="store_true",

@@ -11,7 +11,8 @@ from torch import Tensor
 from .augment import AffineAugment
 from .datasets import FewShotDataset
 
-__all__ = ["Task", "SeededSampler", "TaskSampler", "AlphabetTaskSampler", "alphabet_group", "make_task"]
+__all__ = ["Task", "SeededSampler", "TaskSampler", "MixedShotSampler", "AlphabetTaskSampler", "alphabet_group",
+           "make_task"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,42 @@ class TaskSampler(SeededSampler):
             images = self.augment.apply(images, draws)  # type: ignore[union-attr]
         return _task_from(images, class_ids, n, k, q)
 
+
+class MixedShotSampler(SeededSampler):
+    """N-way tasks whose number of support examples per class varies: each task's K drawn uniformly from ``shots``,
+    then the task drawn as :class:`TaskSampler` draws a K-shot one (``train --mix-shots``).
+
+    Training only: a method whose inner loop or metric must serve several shots (a MAML checkpoint answers 1-shot
+    and 5-shot tasks with the same learned inner rates) then meets all of them while it learns. One generator, shared
+    by the choice of K and by the task, is the whole state, as for every sampler.
+
+    Args:
+        dataset, n_way, n_query, seed: as :class:`TaskSampler`'s.
+        shots: the Ks, each >= 1 (a K given twice is drawn twice as often).
+        **kwargs: ``augment``, ``alphabet_groups``: as :class:`TaskSampler`'s.
+
+    Raises:
+        ValueError: no shots, a K below 1, or a class with too few images for the largest K (:class:`TaskSampler`'s
+            message).
+    """
+
+    def __init__(self, dataset: FewShotDataset, n_way: int, shots: tuple[int, ...] | list[int], n_query: int, *,
+                 seed: int = 0, **kwargs):
+        if not shots or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in shots):
+            raise ValueError(f"shots must be one or more integers >= 1, got {shots!r}")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.shots = tuple(shots)
+        self.samplers = [TaskSampler(dataset, n_way, k, n_query, generator=self.generator, **kwargs) for k in shots]
+
+    def _pick(self) -> TaskSampler:
+        return self.samplers[int(torch.randint(len(self.samplers), (1,), generator=self.generator))]
+
+    def sample_indices(self) -> tuple[Tensor, Tensor]:
+        """As :meth:`TaskSampler.sample_indices`: ``(n_way, K + n_query)`` for this task's K."""
+        return self._pick().sample_indices()
+
+    def sample_task(self) -> Task:
+        return self._pick().sample_task()
 
 
 class AlphabetTaskSampler(SeededSampler):

@@ -38,12 +38,14 @@ variant = c1.radio("MAML variant", available, key="maml_variant", format_func=mo
 loaded = models.require(view.mode, variant)
 proto_head = bool(getattr(loaded.model, "proto_head", False))
 learned = getattr(loaded.model, "log_inner_lr", None) is not None
+head_only = getattr(loaded.model, "inner_params", "all") == "head"
 if proto_head:
     st.info("**Proto-MAML** (Triantafillou et al. 2020): this MAML has no meta-learned output layer. For each task "
             "it builds one from the support set's class means (prototypes) in its current embedding, so **step 0 "
             "is exactly ProtoNet's answer on this encoder**, and it answers tasks of any number of classes. Each "
-            "step then adapts the whole network on the support loss: what the steps change is what adaptation "
-            "adds. With one example per class the prototypes already fit the support set (its loss starts near "
+            "step then adapts " + ("**only that output layer** (ANIL, Raghu et al. 2020: the embedding stays where "
+                                   "it is)" if head_only else "the whole network") + " on the support loss: what "
+            "the steps change is what adaptation adds. With one example per class the prototypes already fit the support set (its loss starts near "
             "zero), so the steps change little; with more examples per class they do more.")
 augment = int(getattr(loaded.model, "inner_augment", 0) or 0)
 if augment:

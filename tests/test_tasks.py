@@ -161,3 +161,60 @@ def test_task_to_device_and_make_task(tiny_task):
     assert torch.equal(moved.support_images, tiny_task.support_images)
     built = make_task(tiny_task.support_images, tiny_task.support_labels)
     assert built.n_way == 3 and built.query_images.shape == (0, 1, 8, 8)
+
+
+def test_mixed_shot_tasks_draw_each_k_from_one_seeded_stream(dataset):
+    from fewshot import MixedShotSampler
+
+    sampler = MixedShotSampler(dataset, 3, (1, 4), 2, seed=5)
+    tasks = [sampler.sample_task() for _ in range(40)]
+    shots = [t.support_images.shape[0] // 3 for t in tasks]
+    assert set(shots) == {1, 4} and 10 < shots.count(1) < 30  # both, about equally often
+    for task, k in zip(tasks, shots):
+        assert torch.equal(task.support_labels, torch.arange(3).repeat_interleave(k))
+        assert task.query_images.shape[0] == 6
+    again = MixedShotSampler(dataset, 3, (1, 4), 2, seed=5)
+    assert all(torch.equal(a.support_images, again.sample_task().support_images) for a in tasks)
+    state = sampler.state_dict()  # resume: the stream goes on where it stopped
+    ahead = [sampler.sample_task() for _ in range(3)]
+    sampler.load_state_dict(state)
+    assert all(torch.equal(a.query_images, sampler.sample_task().query_images) for a in ahead)
+    sampler.load_state_dict(state)  # sample_indices consumes the generator exactly as sample_task does
+    indices, _ = sampler.sample_indices()
+    assert indices.shape[1] - 2 == ahead[0].support_images.shape[0] // 3
+    assert torch.equal(sampler.sample_task().query_images, ahead[1].query_images)
+
+
+@pytest.mark.parametrize("shots", [(), (0, 1), (1, 2.0), (True,)])
+def test_mixed_shots_are_checked(dataset, shots):
+    from fewshot import MixedShotSampler
+
+    with pytest.raises(ValueError, match="shots"):
+        MixedShotSampler(dataset, 3, shots, 2)
+
+
+def test_the_largest_mixed_shot_must_fit_every_class(dataset):
+    from fewshot import MixedShotSampler
+
+    with pytest.raises(ValueError, match="n_shot \\+ n_query"):
+        MixedShotSampler(dataset, 3, (1, 9), 2)
+
+
+def test_train_mix_shots_records_them_and_resume_keeps_them(tiny_train_args, tmp_path, capsys):
+    from fewshot import load_checkpoint
+    from fewshot.cli import main
+
+    out = tmp_path / "mix.safetensors"
+    assert main(["train", *tiny_train_args, "--method", "protonet", "--mix-shots", "1", "2", "--checkpoint-every", "1",
+                 "--out", str(out)]) == 0
+    assert load_checkpoint(out)[1].metadata["mix_shots"] == [1, 2]
+    capsys.readouterr()
+    assert main(["train", *tiny_train_args, "--method", "protonet", "--episodes", "3", "--resume", "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "--mix-shots 1 2" in err and "Traceback" not in err
+    assert main(["train", *tiny_train_args, "--method", "protonet", "--episodes", "3", "--mix-shots", "1", "2",
+                 "--resume", "--out", str(out)]) == 0
+    assert load_checkpoint(out)[1].metadata["steps_done"] == 3
+    with pytest.raises(SystemExit):
+        main(["train", *tiny_train_args, "--method", "protonet", "--mix-shots", "0", "--out", str(tmp_path / "z")])

@@ -24,11 +24,20 @@ from .conv4_ops import (_Classifier, _conv4_features, _conv4_logits, _direct_con
                         _stacked_forward, _stacked_loss)
 from .protonet import compute_prototypes
 
-__all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_steps", "msl_weights"]
+__all__ = ["Weights", "AdaptStep", "MAML", "adapt", "adapt_head_path", "adapt_steps", "msl_weights"]
 
 Weights = dict[str, Tensor]
 BATCH_NORM_MODES = ("transductive", "support", "running")
+INNER_PARAMS = ("all", "head")  # MAML(inner_params=...): what the inner loop adapts
+HEAD = ("head.weight", "head.bias")
 _INNER_AUGMENT = AffineAugment()  # MAML(inner_augment=K): the warps of the support copies
+
+
+def check_inner_params(inner_params: str) -> None:
+    """Refuse an ``inner_params`` (``--inner-params``) other than ``"all"`` or ``"head"`` (ValueError)."""
+    if inner_params not in INNER_PARAMS:
+        raise ValueError(f"inner_params (--inner-params) is what the inner loop adapts, one of {INNER_PARAMS}, "
+                         f"got {inner_params!r}")
 
 
 def check_inner_augment(inner_augment: int, batch_norm: str) -> None:
@@ -190,6 +199,28 @@ def adapt_path(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], ima
         yield weights
 
 
+def adapt_head_path(features: Tensor, head: tuple[Tensor, Tensor], labels: Tensor, *, inner_lr, inner_steps: int,
+                    create_graph: bool, loss_fn: LossFn | None = None,
+                    grad_clip: float = 0.0) -> Iterator[tuple[Tensor, Tensor]]:
+    """The inner loop of ``MAML(inner_params="head")`` (ANIL, Raghu et al. 2020, arXiv:1909.09157): only the linear
+    head ``(weight, bias)`` steps, on the support ``features`` of an encoder that does not move.
+
+    Yields the starting head, then the head after each of ``inner_steps`` SGD steps on
+    ``loss_fn(features @ weight.T + bias, labels)`` (default cross-entropy). ``inner_lr``: a number or
+    ``inner_lr(step, name)`` with the names ``"head.weight"``, ``"head.bias"``; ``grad_clip`` as in :func:`adapt`.
+    The same steps as :func:`adapt` would take with every encoder weight's rate at 0, for the price of one encoder
+    pass instead of one per step. ``create_graph``: keep the graph of the gradients (second order).
+    """
+    loss_of = F.cross_entropy if loss_fn is None else loss_fn
+    weight, bias = head
+    yield weight, bias
+    for i in range(inner_steps):
+        loss = loss_of(F.linear(features, weight, bias), labels)
+        grads = clip_inner_grads(torch.autograd.grad(loss, [weight, bias], create_graph=create_graph), grad_clip)
+        weight, bias = (v - _lr_of(inner_lr, i, name) * g for v, name, g in zip((weight, bias), HEAD, grads))
+        yield weight, bias
+
+
 def adapt_steps(net: nn.Module, weights: Weights, buffers: dict[str, Tensor], images: Tensor, labels: Tensor, *,
                 inner_lr, inner_steps: int, query_images: Tensor | None = None,
                 stats_from_support: bool = False, grad_clip: float = 0.0,
@@ -288,6 +319,11 @@ class MAML(FewShotClassifier):
             from the support images alone, so step 0 is still ProtoNet. Randomness: in training the global torch
             generator (reproducible from ``--seed``, and restored on ``--resume``); in evaluation a generator seeded
             afresh for each support set, so the same support set always gives the same answer.
+        inner_params: what the inner loop adapts. ``"all"``: every weight (MAML). ``"head"``: only the linear head
+            (ANIL, Raghu et al. 2020), on the features of an encoder that stays at the meta-learned weights: the
+            encoder runs once per support set instead of once per step (:func:`adapt_head_path`), so many steps
+            and many warped copies cost little. With ``proto_head`` the head starts at the support prototypes, so
+            step 0 is still ProtoNet; learned rates (``learn_inner_lr``) are then the head's alone.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
@@ -295,7 +331,8 @@ class MAML(FewShotClassifier):
                  first_order: bool = False, batch_norm: str = "transductive", feature_dim: int | None = None,
                  backbone: nn.Module | None = None, checkpoint_inner: bool = False, proto_head: bool = False,
                  learn_inner_lr: bool = False, multi_step_loss: float = 0.0, inner_grad_clip: float = 0.0,
-                 inner_temperature: float = 1.0, learn_inner_temperature: bool = False, inner_augment: int = 0):
+                 inner_temperature: float = 1.0, learn_inner_temperature: bool = False, inner_augment: int = 0,
+                 inner_params: str = "all"):
         super().__init__()
         if batch_norm not in BATCH_NORM_MODES:
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -306,6 +343,7 @@ class MAML(FewShotClassifier):
         if not (inner_temperature > 0 and math.isfinite(inner_temperature)):
             raise ValueError(f"inner_temperature must be a positive number, got {inner_temperature}")
         check_inner_augment(inner_augment, batch_norm)
+        check_inner_params(inner_params)
         if not 0.0 <= multi_step_loss <= 1.0:
             raise ValueError(f"multi_step_loss is a fraction of the run in [0, 1], got {multi_step_loss}")
         if batch_norm == "running" and backbone is not None:
@@ -332,7 +370,7 @@ class MAML(FewShotClassifier):
                                  ("inner_grad_clip", float(inner_grad_clip), 0.0),
                                  ("inner_temperature", float(inner_temperature), 1.0),
                                  ("learn_inner_temperature", learn_inner_temperature, False),
-                                 ("inner_augment", inner_augment, 0)):
+                                 ("inner_augment", inner_augment, 0), ("inner_params", inner_params, "all")):
             if value != off:
                 self.config[name] = value
         self._lr_names = list(self.meta_weights()) + (["head.weight", "head.bias"] if proto_head else [])
@@ -343,7 +381,7 @@ class MAML(FewShotClassifier):
                 raise ValueError("learned inner learning rates start from inner_lr, which must be > 0")
             self.log_inner_lr = nn.Parameter(torch.full((inner_steps, len(self._lr_names)), math.log(inner_lr)))
         self.inner_temperature = float(inner_temperature)
-        self.inner_augment = inner_augment
+        self.inner_augment, self.inner_params = inner_augment, inner_params
         self.log_inner_temperature: nn.Parameter | None = None
         if learn_inner_temperature:
             self.log_inner_temperature = nn.Parameter(torch.tensor(math.log(inner_temperature)))
@@ -383,10 +421,15 @@ class MAML(FewShotClassifier):
         out: dict = {}
         if self.log_inner_lr is not None:
             rates = self.log_inner_lr.detach().exp().tolist()
-            out["inner_lr"] = [dict(zip(self._lr_names, step)) for step in rates]
+            adapted = self.adapted_names()
+            out["inner_lr"] = [{k: r for k, r in zip(self._lr_names, step) if k in adapted} for step in rates]
         if self.log_inner_temperature is not None:
             out["inner_temperature"] = float(self.log_inner_temperature.detach().exp())
         return out or None
+
+    def adapted_names(self) -> list[str]:
+        """The names of the weights the inner loop changes: every weight, or (``inner_params="head"``) the head's."""
+        return list(HEAD) if self.inner_params == "head" else list(self._lr_names)
 
     def inner_loss_fn(self) -> LossFn | None:
         """The inner loop's support loss: cross-entropy of the logits over the temperature (``None``: the plain
@@ -435,20 +478,36 @@ class MAML(FewShotClassifier):
         return {**{k: v.view_as(v) if v.requires_grad else v for k, v in weights.items()}, **head}
 
     def _adapt_path(self, support_images: Tensor, support_labels: Tensor) -> Iterator[Weights]:
+        head_only = self.inner_params == "head"
         if self.training:
             # A weight kept fixed (train --freeze-backbone) still takes inner steps: a leaf of its own per task.
-            weights = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in self.meta_weights().items()}
+            weights = {k: v if v.requires_grad or head_only else v.detach().requires_grad_()
+                       for k, v in self.meta_weights().items()}
             create_graph, steps = not self.first_order, self.inner_steps
         else:
             # Evaluation: start from a detached copy, so nothing can reach the meta-parameters.
-            weights = {k: v.detach().requires_grad_() for k, v in self.meta_weights().items()}
+            weights = {k: v.detach() if head_only else v.detach().requires_grad_() for k, v in self.meta_weights().items()}
             create_graph, steps = False, self.inner_steps_test
         weights = self.start_weights(weights, support_images, support_labels)
         images, labels = self.inner_support(support_images, support_labels)
+        if head_only:
+            return self._adapt_head(weights, images, labels, inner_lr=self._inner_lr(self.training), inner_steps=steps,
+                                    create_graph=create_graph)
         return adapt_path(self.net, weights, self.buffers_copy(), images, labels,
                           inner_lr=self._inner_lr(self.training), inner_steps=steps, create_graph=create_graph,
                           checkpoint_steps=self.checkpoint_inner, grad_clip=self.inner_grad_clip,
                           loss_fn=self.inner_loss_fn())
+
+    def _adapt_head(self, weights: Weights, images: Tensor, labels: Tensor, *, inner_lr, inner_steps: int,
+                    create_graph: bool) -> Iterator[Weights]:
+        """``inner_params="head"``: :func:`adapt_head_path` on the features of ``images`` at ``weights``, yielding
+        whole weight dicts (the encoder's entries are ``weights``' own at every step)."""
+        features = _logits(self.net, weights, self.buffers_copy(), images, features_only=True)
+        head = tuple(weights[k] if weights[k].requires_grad else weights[k].detach().requires_grad_() for k in HEAD)
+        for weight, bias in adapt_head_path(features, head, labels, inner_lr=inner_lr,  # type: ignore[arg-type]
+                                            inner_steps=inner_steps, create_graph=create_graph,
+                                            loss_fn=self.inner_loss_fn(), grad_clip=self.inner_grad_clip):
+            yield {**weights, "head.weight": weight, "head.bias": bias}
 
     def process_support_set(self, support_images: Tensor, support_labels: Tensor) -> None:
         self._task_way = self.check_labels(support_labels, self.n_way)
@@ -529,11 +588,44 @@ class MAML(FewShotClassifier):
             start = self.start_weights({k: v.detach() for k, v in self.meta_weights().items()}, support_images,
                                        support_labels)
         images, labels = self.inner_support(support_images, support_labels)
+        if self.inner_params == "head":
+            return self._head_adaptation(start, support_images, images, labels, query_images,
+                                         inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
+                                         inner_steps=self.inner_steps_test if inner_steps is None else inner_steps)
         return adapt_steps(self.net, start, self.buffers_copy(), images, labels,
                            inner_lr=self._inner_lr(False) if inner_lr is None else inner_lr,
                            inner_steps=self.inner_steps_test if inner_steps is None else inner_steps,
                            query_images=query_images, stats_from_support=self.batch_norm == "support",
                            grad_clip=self.inner_grad_clip, loss_fn=self.inner_loss_fn())
+
+    def _head_adaptation(self, start: Weights, support_images: Tensor, images: Tensor, labels: Tensor,
+                         query_images: Tensor | None, *, inner_lr, inner_steps: int) -> Iterator[AdaptStep]:
+        """:meth:`adaptation` of ``inner_params="head"``: the encoder runs once for the inner support set and once
+        for the queries (normalised as :meth:`forward` normalises them), then each step is the head's alone."""
+        loss_of = self.inner_loss_fn() or F.cross_entropy
+        buffers = self.buffers_copy()
+        with torch.no_grad():
+            query_features = None
+            if query_images is not None and query_images.shape[0] > 0:
+                if self.batch_norm == "support":
+                    n = support_images.shape[0]
+                    both = torch.cat([support_images, query_images])
+                    query_features = _logits(self.net, start, buffers, both, stats_from=n, features_only=True)[n:]
+                else:
+                    query_features = _logits(self.net, start, buffers, query_images, features_only=True)
+            features = _logits(self.net, start, buffers, images, features_only=True)
+        head = tuple(start[k].detach().requires_grad_() for k in HEAD)
+        with torch.enable_grad():
+            for step, (weight, bias) in enumerate(adapt_head_path(
+                    features, head, labels, inner_lr=inner_lr, inner_steps=inner_steps,  # type: ignore[arg-type]
+                    create_graph=False, loss_fn=self.inner_loss_fn(), grad_clip=self.inner_grad_clip)):
+                weight, bias = weight.detach(), bias.detach()
+                with torch.no_grad():
+                    logits = F.linear(features, weight, bias)
+                    query_logits = None if query_features is None else F.linear(query_features, weight, bias)
+                    loss = loss_of(logits, labels)
+                yield AdaptStep(step, {**start, "head.weight": weight, "head.bias": bias}, loss.item(),
+                                (logits.argmax(1) == labels).float().mean().item(), query_logits)
 
     def batched_episode_loss(self, tasks: list[Task]) -> tuple[Tensor, list[Tensor]] | None:
         """Mean query loss of several same-shaped tasks in one batched pass (see :func:`_stacked_forward`).
@@ -545,7 +637,7 @@ class MAML(FewShotClassifier):
         if not isinstance(self.net.backbone, Conv4) or len(self.net.backbone.blocks) != 4:
             return None
         if (self.proto_head or self.log_inner_lr is not None or self.multi_step_loss or self.batch_norm == "running"
-                or self.inner_loss_fn() is not None or self.inner_augment):
+                or self.inner_loss_fn() is not None or self.inner_augment or self.inner_params != "all"):
             return None  # the per-task loop handles these
         if len({(t.support_images.shape, t.query_images.shape) for t in tasks}) != 1:
             return None
