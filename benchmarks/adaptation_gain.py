@@ -9,7 +9,7 @@ differences.
                                          [--checkpoints A.safetensors ...]
                                          [--inner-grad-clip NORM] [--inner-lr LR] [--inner-steps S]
                                          [--inner-temperature T] [--inner-augment K]
-                                         [--inner-params all|head] [--out FILE]
+                                         [--inner-params all|head] [--settings 20w1s ...] [--out FILE]
 
 ``--inner-lr`` and ``--inner-steps`` replace the checkpoints' own test-time inner loop (a fixed rate for every
 layer, in place of learned ones), to ask what larger steps would do. Each row also gives the support set's mean
@@ -49,24 +49,15 @@ def _accuracy(model, task) -> float:
 
 def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: float | None = None,
             steps: int | None = None, temperature: float | None = None, augment: int | None = None,
-            protocol: str = "lake", params: str | None = None) -> list[dict]:
+            protocol: str = "lake", params: str | None = None,
+            settings: tuple[tuple[int, int], ...] = SETTINGS) -> list[dict]:
     model, info = load_checkpoint(ROOT / path)
     model.eval()
-    if clip is not None:
-        model.inner_grad_clip = clip
-    if lr is not None:
-        model.inner_lr_test, model.log_inner_lr = lr, None  # one fixed rate in place of the learned ones
-    if steps is not None:
-        model.inner_steps_test = steps
-    if temperature is not None:
-        model.inner_temperature, model.log_inner_temperature = temperature, None
-    if augment is not None:
-        model.inner_augment = augment
-    if params is not None:
-        model.inner_params = params
+    model.set_test_inner_loop(steps=steps, lr=lr, temperature=temperature, augment=augment, params=params,
+                              grad_clip=clip)  # what `fewshot evaluate`'s options replace
     steps = model.inner_steps_test
     rows = []
-    for way, shot in SETTINGS:
+    for way, shot in settings:
         sampler = TaskSampler(dataset, way, shot, 5, seed=0)
         zero, adapted, support_loss, inner_loss = [], [], [], []
         loss_fn = model.inner_loss_fn() or torch.nn.functional.cross_entropy
@@ -95,6 +86,15 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
                      "worst_episode_change": diff.min().item()})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def _setting(text: str) -> tuple[int, int]:
+    """``"20w1s"`` -> ``(20, 1)``."""
+    try:
+        way, shot = text.lower().rstrip("s").split("w")
+        return int(way), int(shot)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a cell reads NwKs, e.g. 20w1s; got {text!r}") from None
 
 
 def table(rows: list[dict]) -> str:
@@ -130,13 +130,15 @@ def main() -> int:
     p.add_argument("--inner-augment", type=int, default=None, help="warped copies of each support image in the inner loop")
     p.add_argument("--inner-params", choices=("all", "head"), default=None,
                    help="what the inner loop adapts: every weight, or only the linear head")
+    p.add_argument("--settings", nargs="+", type=_setting, default=list(SETTINGS), metavar="NwKs",
+                   help="the cells, e.g. 20w1s 5w5s (default: 5w1s 5w5s 20w1s 20w5s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
     dataset = load_omniglot(args.protocol, "test", data_dir=args.data_dir)
     rows = [r for path in args.checkpoints for r in compare(path, dataset, args.episodes, args.inner_grad_clip, args.inner_lr,
                                                               args.inner_steps, args.inner_temperature, args.inner_augment,
-                                                              args.protocol, args.inner_params)]
+                                                              args.protocol, args.inner_params, tuple(args.settings))]
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     print(table(rows))
     return 0

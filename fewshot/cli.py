@@ -22,7 +22,7 @@ from .config import TaskConfig, TrainConfig
 from .datasets import FolderDataset, TensorDataset, list_image_files
 from .distributed import World, init_from_env, shutdown
 from .methods import FewShotClassifier, build_model
-from .methods.maml import check_inner_augment
+from .methods.maml import MAML
 from .omniglot import DataNotFoundError, download_omniglot, load_omniglot
 from .sine_cli import cmd_train_sine, reject_regressor
 from .soup import INPUT_KEYS, average_state_dicts, check_soupable
@@ -300,32 +300,18 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> None:
-    if getattr(args, "inner_steps", None) is not None:
-        if not hasattr(model, "inner_steps_test"):
-            raise UserError("--inner-steps applies to maml/fomaml checkpoints only")
-        model.inner_steps_test = args.inner_steps  # type: ignore[attr-defined]
-    if getattr(args, "inner_lr", None) is not None:
-        if not hasattr(model, "inner_lr_test"):
-            raise UserError("--inner-lr applies to maml/fomaml checkpoints only")
-        model.inner_lr_test = args.inner_lr  # type: ignore[attr-defined]
-        model.log_inner_lr = None  # one fixed rate in place of learned ones  # type: ignore[attr-defined]
-    if getattr(args, "inner_temperature", None) is not None:
-        if not hasattr(model, "inner_temperature"):
-            raise UserError("--inner-temperature applies to maml/fomaml checkpoints only")
-        model.inner_temperature, model.log_inner_temperature = args.inner_temperature, None  # type: ignore[attr-defined]
-    if getattr(args, "inner_augment", None) is not None:
-        if not hasattr(model, "inner_augment"):
-            raise UserError("--inner-augment applies to maml/fomaml checkpoints only")
-        check_inner_augment(args.inner_augment, model.batch_norm)  # type: ignore[attr-defined]
-        model.inner_augment = args.inner_augment  # type: ignore[attr-defined]
-    if getattr(args, "inner_params", None) is not None:
-        if not hasattr(model, "inner_params"):
-            raise UserError("--inner-params applies to maml/fomaml checkpoints only")
-        model.inner_params = args.inner_params  # type: ignore[attr-defined]
-    if getattr(args, "inner_grad_clip", None) is not None:
-        if not hasattr(model, "inner_grad_clip"):
-            raise UserError("--inner-grad-clip applies to maml/fomaml checkpoints only")
-        model.inner_grad_clip = args.inner_grad_clip  # type: ignore[attr-defined]
+    loop = {key: getattr(args, name, None) for key, name in (
+        ("steps", "inner_steps"), ("lr", "inner_lr"), ("temperature", "inner_temperature"),
+        ("augment", "inner_augment"), ("params", "inner_params"), ("grad_clip", "inner_grad_clip"))}
+    given = [name for name, value in zip(("--inner-steps", "--inner-lr", "--inner-temperature", "--inner-augment",
+                                          "--inner-params", "--inner-grad-clip"), loop.values()) if value is not None]
+    if given:
+        if not isinstance(model, MAML):
+            raise UserError(f"{given[0]} applies to maml/fomaml checkpoints only")
+        try:
+            model.set_test_inner_loop(**loop)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     if getattr(args, "batch_norm", None) is not None:
         if not hasattr(model, "batch_norm"):
             raise UserError("--batch-norm applies to maml/fomaml checkpoints only")

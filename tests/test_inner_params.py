@@ -164,3 +164,19 @@ def test_cli_trains_evaluates_and_refuses(pattern_folder_4x4, tiny_train_args, t
     assert _status(["evaluate", "--checkpoint", str(protonet), *evaluate[3:], "--inner-params", "head"]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "--inner-params" in err
+
+
+def test_set_test_inner_loop_replaces_the_given_parts_and_refuses_bad_values_whole(tiny):
+    model = tiny(learn_inner_lr=True, inner_temperature=2.0, learn_inner_temperature=True)
+    model.set_test_inner_loop(steps=3, params="head")
+    assert (model.inner_steps_test, model.inner_params) == (3, "head")
+    assert model.log_inner_lr is not None and model.log_inner_temperature is not None  # untouched parts kept
+    for bad in (dict(augment=99), dict(params="encoder"), dict(temperature=0.0), dict(grad_clip=-1.0),
+                dict(lr=-0.1), dict(steps=-1)):
+        with pytest.raises(ValueError):
+            model.set_test_inner_loop(**{"steps": 7, **bad})
+        assert model.inner_steps_test == 3  # nothing changed by a refused call
+    model.set_test_inner_loop(lr=0.05, temperature=4.0, augment=2, grad_clip=1.0)
+    assert model.log_inner_lr is None and model.inner_lr_test == 0.05  # one fixed rate in place of learned ones
+    assert model.log_inner_temperature is None and model.inner_temperature_value() == 4.0
+    assert (model.inner_augment, model.inner_grad_clip) == (2, 1.0)

@@ -431,6 +431,42 @@ class MAML(FewShotClassifier):
         """The names of the weights the inner loop changes: every weight, or (``inner_params="head"``) the head's."""
         return list(HEAD) if self.inner_params == "head" else list(self._lr_names)
 
+    def set_test_inner_loop(self, *, steps: int | None = None, lr: float | None = None,
+                            temperature: float | None = None, augment: int | None = None, params: str | None = None,
+                            grad_clip: float | None = None) -> None:
+        """Replace this model's own test-time inner loop, each given part (``evaluate --inner-steps``, ``--inner-lr``,
+        ``--inner-temperature``, ``--inner-augment``, ``--inner-params``, ``--inner-grad-clip``); ``None`` keeps it.
+        ``lr`` is one fixed rate for every weight, in place of learned ones; ``temperature`` a fixed one in place of
+        a learned one. For evaluation: the learned values it replaces are dropped from this model.
+
+        Raises:
+            ValueError: a value the constructor would refuse; nothing is changed then.
+        """
+        if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 0):
+            raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}")
+        if lr is not None and not lr >= 0:
+            raise ValueError(f"the inner learning rate must be >= 0, got {lr}")
+        if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"inner_temperature must be a positive number, got {temperature}")
+        if grad_clip is not None and not grad_clip >= 0:
+            raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {grad_clip}")
+        if augment is not None:
+            check_inner_augment(augment, self.batch_norm)
+        if params is not None:
+            check_inner_params(params)
+        if steps is not None:
+            self.inner_steps_test = steps
+        if lr is not None:
+            self.inner_lr_test, self.log_inner_lr = lr, None
+        if temperature is not None:
+            self.inner_temperature, self.log_inner_temperature = float(temperature), None
+        if augment is not None:
+            self.inner_augment = augment
+        if params is not None:
+            self.inner_params = params
+        if grad_clip is not None:
+            self.inner_grad_clip = float(grad_clip)
+
     def inner_loss_fn(self) -> LossFn | None:
         """The inner loop's support loss: cross-entropy of the logits over the temperature (``None``: the plain
         cross-entropy, temperature 1 and not learned)."""
@@ -502,6 +538,9 @@ class MAML(FewShotClassifier):
                     create_graph: bool) -> Iterator[Weights]:
         """``inner_params="head"``: :func:`adapt_head_path` on the features of ``images`` at ``weights``, yielding
         whole weight dicts (the encoder's entries are ``weights``' own at every step)."""
+        if inner_steps == 0:  # nothing to step: the encoder need not run
+            yield weights
+            return
         features = _logits(self.net, weights, self.buffers_copy(), images, features_only=True)
         head = tuple(weights[k] if weights[k].requires_grad else weights[k].detach().requires_grad_() for k in HEAD)
         for weight, bias in adapt_head_path(features, head, labels, inner_lr=inner_lr,  # type: ignore[arg-type]
