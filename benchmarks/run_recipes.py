@@ -4,9 +4,10 @@
 
 Every run is an ordinary ``python -m fewshot train`` (or ``pretrain``) command (its exact command line is stored in
 the checkpoint); logs go to ``--log-dir``. A recipe listed in ``SOUPS`` runs once per ingredient (its arguments plus
-the ingredient's, written under ``runs/soups/NAME/``), then ``python -m fewshot soup`` averages them into its file;
-where ``AFTER_SOUP`` names one more run from that soup, the soup goes to ``runs/soups/NAME/soup.safetensors`` and
-that run (``--init-backbone`` the soup) writes the recipe's file.
+the ingredient's, written under ``runs/soups/NAME/``), then ``python -m fewshot soup`` averages them into its file.
+Where ``AFTER`` names one more run from a recipe's result, that result (the soup, or the single run) goes to
+``runs/soups/NAME/soup.safetensors`` or ``runs/soups/NAME/base.safetensors`` and the run (``--init-backbone`` that
+file) writes the recipe's file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import AFTER_SOUP, RECIPES, SOUPS, command  # noqa: E402
+from recipes import AFTER, RECIPES, SOUPS, command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,8 @@ def main() -> int:
             name, i = pending.pop(0)
             out, recipe = RECIPES[name]
             recipe = list(recipe) + (SOUPS[name][i] if i is not None else [])
-            out = ingredient(name, i) if i is not None else Path(args.out_root) / out
+            out = (ingredient(name, i) if i is not None else ingredient(name, "base") if name in AFTER
+                   else Path(args.out_root) / out)
             out.parent.mkdir(parents=True, exist_ok=True)
             kind = command(name)
             name = name if i is None else f"{name}.{i}"
@@ -79,27 +81,31 @@ def main() -> int:
                 print(f"[{time.time() - t0:6.0f}s] {name}: exit {proc.returncode} {tail[0] if tail else ''}", flush=True)
                 if proc.returncode:
                     failed.append(name)
-    for name in (n for n in names if n in SOUPS):
-        if any(f.startswith(f"{name}.") for f in failed):
+    for name in (n for n in names if n in SOUPS or n in AFTER):
+        final = Path(args.out_root) / RECIPES[name][0]
+        if name not in SOUPS:  # a single run whose result AFTER continues
+            code, source = (1 if name in failed else 0), ingredient(name, "base")
+        elif any(f.startswith(f"{name}.") for f in failed):
             failed.append(name)
             continue
-        final = Path(args.out_root) / RECIPES[name][0]
-        soup = ingredient(name, "soup") if name in AFTER_SOUP else final
-        cmd = [sys.executable, "-m", "fewshot", "soup", "--checkpoints",
-               *(str(ingredient(name, i)) for i in range(len(SOUPS[name]))), "--out", str(soup)]
-        code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
-        print(f"[{time.time() - t0:6.0f}s] {name}: soup of {len(SOUPS[name])}, exit {code}", flush=True)
-        if not code and name in AFTER_SOUP:
-            recipe = list(AFTER_SOUP[name])
+        else:
+            source = ingredient(name, "soup") if name in AFTER else final
+            cmd = [sys.executable, "-m", "fewshot", "soup", "--checkpoints",
+                   *(str(ingredient(name, i)) for i in range(len(SOUPS[name]))), "--out", str(source)]
+            code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
+            print(f"[{time.time() - t0:6.0f}s] {name}: soup of {len(SOUPS[name])}, exit {code}", flush=True)
+        if not code and name in AFTER:
+            recipe = list(AFTER[name])
             protocol = RECIPES[name][1][RECIPES[name][1].index("--protocol") + 1]
             if args.episodes is not None:
                 recipe[recipe.index("--episodes") + 1] = str(args.episodes)
             cmd = [sys.executable, "-m", "fewshot", "train", "--protocol", protocol, *recipe, "--init-backbone",
-                   str(soup), "--out", str(final), "--device", args.device, "--max-seconds", str(args.max_seconds),
+                   str(source), "--out", str(final), "--device", args.device, "--max-seconds", str(args.max_seconds),
                    "--quiet", *args.extra_args.split()] + (["--data-dir", args.data_dir] if args.data_dir else [])
             code = subprocess.run(cmd, env=env, cwd=ROOT).returncode
-            print(f"[{time.time() - t0:6.0f}s] {name}: the run from its soup, exit {code}", flush=True)
-        if code:
+            print(f"[{time.time() - t0:6.0f}s] {name}: the run from its {'soup' if name in SOUPS else 'result'}, "
+                  f"exit {code}", flush=True)
+        if code and name not in failed:
             failed.append(name)
     print(f"done in {time.time() - t0:.0f} s; failed: {failed or 'none'}", flush=True)
     return 1 if failed else 0
