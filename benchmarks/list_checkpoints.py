@@ -48,6 +48,7 @@ def main() -> int:
         steps, seconds, command = row_facts(meta)
         pretrain = meta.get("pretrain")  # `fewshot pretrain`: batches over every class, not episodes
         trained = (f"batches of {pretrain.get('batch_size')}" if isinstance(pretrain, dict) else
+                   f"{meta.get('n_way')}w{'/'.join(map(str, meta['mix_shots']))}s" if meta.get("mix_shots") else
                    f"{meta.get('n_way')}w{meta.get('n_shot')}s" if meta.get("n_way") else
                    f"K = {meta.get('n_shot')}" if meta.get("n_shot") else "")  # the sine regressors: K points
         print(f"| {path.relative_to(ROOT)} | {meta['method']} | {meta.get('protocol') or ''} | "

@@ -450,7 +450,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(dumps_json(public))
     else:
-        for key in ("method", "protocol", "dataset", "n_way", "n_shot", "n_query", "image_size", "steps_done",
+        for key in ("method", "protocol", "dataset", "n_way", "n_shot", "mix_shots", "n_query", "image_size", "steps_done",
                     "val_accuracy", "command", "saved_at"):
             if key in public:
                 print(f"{key}: {public[key]}")

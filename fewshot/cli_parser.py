@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(in training and at test time; default 0)")
     t.add_argument("--inner-params", choices=("all", "head"), default=None,
                    help="MAML/FOMAML: what the inner loop adapts: every weight (all, the default) or only the linear "
-                        "head on the features of a fixed encoder (head: ANIL; the encoder runs once per task)")
+                        "head on the features of a fixed encoder (head: ANIL; the encoder runs once, not once per step)")
     t.add_argument("--multi-step-loss", type=float_arg(0, 1), default=None, metavar="FRACTION",
                    help="MAML/FOMAML: MAML++'s multi-step loss over the first FRACTION of the run (e.g. 0.3)")
     t.add_argument("--inner-grad-clip", type=float_arg(0), default=None, metavar="NORM",

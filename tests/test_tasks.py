@@ -209,6 +209,8 @@ def test_train_mix_shots_records_them_and_resume_keeps_them(tiny_train_args, tmp
                  "--out", str(out)]) == 0
     assert load_checkpoint(out)[1].metadata["mix_shots"] == [1, 2]
     capsys.readouterr()
+    assert main(["info", "--checkpoint", str(out)]) == 0
+    assert "mix_shots: [1, 2]" in capsys.readouterr().out
     assert main(["train", *tiny_train_args, "--method", "protonet", "--episodes", "3", "--resume", "--out",
                  str(out)]) == 2
     err = capsys.readouterr().err

@@ -321,9 +321,9 @@ class MAML(FewShotClassifier):
             afresh for each support set, so the same support set always gives the same answer.
         inner_params: what the inner loop adapts. ``"all"``: every weight (MAML). ``"head"``: only the linear head
             (ANIL, Raghu et al. 2020), on the features of an encoder that stays at the meta-learned weights: the
-            encoder runs once per support set instead of once per step (:func:`adapt_head_path`), so many steps
-            and many warped copies cost little. With ``proto_head`` the head starts at the support prototypes, so
-            step 0 is still ProtoNet; learned rates (``learn_inner_lr``) are then the head's alone.
+            encoder runs over the inner support set once instead of once per step (:func:`adapt_head_path`), so
+            many steps cost little. With ``proto_head`` the head starts at the support prototypes, so step 0 is
+            still ProtoNet; learned rates (``learn_inner_lr``) are then the head's alone.
     """
 
     def __init__(self, n_way: int = 5, *, in_channels: int = 1, hidden: int = 64, inner_lr: float = 0.4,
