@@ -108,6 +108,26 @@ def tiny_train_args(pattern_folder_4x4: Path) -> list[str]:
 
 
 @pytest.fixture
+def refused(capsys: pytest.CaptureFixture) -> Callable[[list[str], str], None]:
+    """``refused(argv, flag)`` checks that ``fewshot ARGV`` ends with exit status 2 and one ``error:`` line that names
+    ``flag``, and no traceback (argparse's refusals exit, the commands' own return 2)."""
+    from fewshot.cli import main
+
+    def check(argv: list[str], flag: str) -> None:
+        capsys.readouterr()
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = int(exc.code)
+        err = capsys.readouterr().err
+        assert status == 2, (argv, err)
+        assert err.count("error:") == 1 and flag in err, err
+        assert "Traceback" not in err
+
+    return check
+
+
+@pytest.fixture
 def tiny_task(make_task: Callable[..., Task]) -> Task:
     """3-way, 2-shot, 2 queries per class, 8x8 single-channel images, separable by construction."""
     return make_task(3, 2, 2, size=8)
