@@ -300,11 +300,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _configure_for_eval(model: FewShotClassifier, args: argparse.Namespace) -> None:
-    loop = {key: getattr(args, name, None) for key, name in (
-        ("steps", "inner_steps"), ("lr", "inner_lr"), ("temperature", "inner_temperature"),
-        ("augment", "inner_augment"), ("params", "inner_params"), ("grad_clip", "inner_grad_clip"))}
-    given = [name for name, value in zip(("--inner-steps", "--inner-lr", "--inner-temperature", "--inner-augment",
-                                          "--inner-params", "--inner-grad-clip"), loop.values()) if value is not None]
+    options = {"steps": "inner_steps", "lr": "inner_lr", "temperature": "inner_temperature",
+               "augment": "inner_augment", "params": "inner_params", "grad_clip": "inner_grad_clip"}
+    loop = {key: getattr(args, name, None) for key, name in options.items()}
+    given = ["--" + options[key].replace("_", "-") for key, value in loop.items() if value is not None]
     if given:
         if not isinstance(model, MAML):
             raise UserError(f"{given[0]} applies to maml/fomaml checkpoints only")

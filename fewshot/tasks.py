@@ -229,10 +229,11 @@ class MixedShotSampler(SeededSampler):
             raise ValueError(f"shots must be one or more integers >= 1, got {shots!r}")
         self.generator = torch.Generator().manual_seed(seed)
         self.shots = tuple(shots)
-        self.samplers = [TaskSampler(dataset, n_way, k, n_query, generator=self.generator, **kwargs) for k in shots]
+        self.samplers = {k: TaskSampler(dataset, n_way, k, n_query, generator=self.generator, **kwargs)
+                         for k in dict.fromkeys(shots)}  # one per distinct K
 
     def _pick(self) -> TaskSampler:
-        return self.samplers[int(torch.randint(len(self.samplers), (1,), generator=self.generator))]
+        return self.samplers[self.shots[int(torch.randint(len(self.shots), (1,), generator=self.generator))]]
 
     def sample_indices(self) -> tuple[Tensor, Tensor]:
         """As :meth:`TaskSampler.sample_indices`: ``(n_way, K + n_query)`` for this task's K."""

@@ -33,6 +33,15 @@ HEAD = ("head.weight", "head.bias")
 _INNER_AUGMENT = AffineAugment()  # MAML(inner_augment=K): the warps of the support copies
 
 
+def check_inner_values(*, temperature: float | None = None, grad_clip: float | None = None) -> None:
+    """Refuse an inner-loss temperature that is not a positive number, or an inner gradient clip below 0 (ValueError);
+    ``None``: not checked. The constructor's check, and :meth:`MAML.set_test_inner_loop`'s."""
+    if grad_clip is not None and not grad_clip >= 0.0:  # NaN fails too
+        raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {grad_clip}")
+    if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"inner_temperature must be a positive number, got {temperature}")
+
+
 def check_inner_params(inner_params: str) -> None:
     """Refuse an ``inner_params`` (``--inner-params``) other than ``"all"`` or ``"head"`` (ValueError)."""
     if inner_params not in INNER_PARAMS:
@@ -338,10 +347,7 @@ class MAML(FewShotClassifier):
             raise ValueError(f"batch_norm must be one of {BATCH_NORM_MODES}, got {batch_norm!r}")
         if inner_steps < 0 or (inner_steps_test is not None and inner_steps_test < 0):
             raise ValueError("inner_steps must be >= 0")
-        if not inner_grad_clip >= 0.0:  # NaN fails too
-            raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {inner_grad_clip}")
-        if not (inner_temperature > 0 and math.isfinite(inner_temperature)):
-            raise ValueError(f"inner_temperature must be a positive number, got {inner_temperature}")
+        check_inner_values(temperature=inner_temperature, grad_clip=inner_grad_clip)
         check_inner_augment(inner_augment, batch_norm)
         check_inner_params(inner_params)
         if not 0.0 <= multi_step_loss <= 1.0:
@@ -446,10 +452,7 @@ class MAML(FewShotClassifier):
             raise ValueError(f"inner steps must be an integer >= 0, got {steps!r}")
         if lr is not None and not lr >= 0:
             raise ValueError(f"the inner learning rate must be >= 0, got {lr}")
-        if temperature is not None and not (temperature > 0 and math.isfinite(temperature)):
-            raise ValueError(f"inner_temperature must be a positive number, got {temperature}")
-        if grad_clip is not None and not grad_clip >= 0:
-            raise ValueError(f"inner_grad_clip is a gradient norm >= 0 (0: off), got {grad_clip}")
+        check_inner_values(temperature=temperature, grad_clip=grad_clip)
         if augment is not None:
             check_inner_augment(augment, self.batch_norm)
         if params is not None:
