@@ -56,7 +56,7 @@ if augment:
                + ". So even with one example per class the steps have something to learn. The support loss and "
                "accuracy below are over the support images and their copies; the copies are the same each time "
                "for the same support set.")
-elif variant in ("maml", "fomaml"):
+elif not proto_head:
     st.caption("This checkpoint is the paper-faithful MAML: a meta-learned output layer with a fixed number of "
                "classes, adapted from the same starting weights on every task.")
 default_lr = float(getattr(loaded.model, "inner_lr_test", 0.4))

@@ -487,3 +487,45 @@ def test_benchmark_shows_the_training_curves_beside_the_checkpoints(env, checkpo
     bad = subprocess.run([sys.executable, str(script), f"x={no_val}", "--json", str(tmp_path / "x.json"), "--svg",
                           str(tmp_path / "x.svg")], capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_a_wider_encoder_works_on_every_model_page(env, tmp_path):
+    """Checkpoints describe their encoder: 128-filter models (the Vinyals campaign's width; Proto-MAML adapting its
+    head alone) classify, adapt step by step and plot embeddings like the 64-filter ones."""
+    torch.manual_seed(1)
+    root = tmp_path / "wide"
+    for method in ALL_METHODS:
+        kwargs: dict = {"hidden": 128}
+        if method in ("maml", "fomaml"):
+            kwargs.update(proto_head=True, inner_steps=2, inner_lr=0.1, inner_params="head")
+        elif method == "mann":
+            kwargs.update(n_way=5)
+        elif method == "finetune":
+            kwargs.update(n_classes=20, finetune_steps=5)
+        model = fewshot.build_model(method, **kwargs)
+        fewshot.save_checkpoint(root / "vinyals" / f"{method}-wide.safetensors", model.eval(), method=method,
+                                metadata={"protocol": "vinyals", "image_size": 28, "n_way": 20, "n_shot": 1,
+                                          "n_query": 5, "val_accuracy": 0.5})
+    env.setenv("FEWSHOT_CHECKPOINT_DIR", str(root))
+    at = app("build")
+    assert at.selectbox(key="ckpt_maml").value == "vinyals/maml-wide.safetensors"
+    at.button(key="example_synthetic").click().run()
+    at.selectbox(key="build_method").set_value("all")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    for method in ALL_METHODS:
+        assert f"Prediction for Query 1 ({fewshot.METHOD_TITLES[method]}):" in out, method
+    assert not at.error
+    at.switch_page("pages/maml.py").run()
+    at.button(key="maml_play").click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    assert "Adapted: step 5 of 5 (done)" in out and "only that output layer" in out
+    assert "paper-faithful" not in out  # a Proto-MAML without warped copies was once captioned as one
+    at.switch_page("pages/embeddings.py").run()
+    assert not at.exception, at.exception
+    at.selectbox(key="emb_method").set_value("maml").run()
+    at.slider(key="emb_maml_step").set_value(1).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) == 2
