@@ -127,6 +127,17 @@ def draw_task(at: AppTest, *, query: str = "triangle") -> None:
     assert not at.exception, at.exception
 
 
+def classify_with_every_method(at: AppTest) -> str:
+    """Press Classify with "all" methods on the Build page; every method answers Query 1. Returns the page's text."""
+    at.selectbox(key="build_method").set_value("all")
+    at.button(key="classify").click().run()
+    assert not at.exception, at.exception
+    out = texts(at)
+    for method in ALL_METHODS:
+        assert f"Prediction for Query 1 ({fewshot.METHOD_TITLES[method]}):" in out, method
+    return out
+
+
 def test_every_page_renders_without_data(env):
     at = app()
     assert at.title[0].value == "Few-shot learning lab"
@@ -187,13 +198,7 @@ def test_build_classifies_drawn_task_with_every_method(env):
     assert "Class 1, example 1: drawn" in texts(at) and "Query 1: drawn" in texts(at)
     assert len(at.image) >= 6  # what the model sees, under each drawing
     at.selectbox(key="truth_draw_q0").set_value(2)  # the query is a triangle: class 3
-    at.selectbox(key="build_method").set_value("all")
-    at.button(key="classify").click().run()
-    assert not at.exception, at.exception
-    out = texts(at)
-    for method in ALL_METHODS:
-        assert f"Prediction for Query 1 ({fewshot.METHOD_TITLES[method]}):" in out, method
-    assert "Accuracy on the queries with a true class:" in out
+    assert "Accuracy on the queries with a true class:" in classify_with_every_method(at)
     table = at.dataframe[0].value  # one row per query, one column per method
     assert list(table["true class"]) == ["triangle"] and len(table.columns) == 2 + len(ALL_METHODS)
     assert not at.error
@@ -510,12 +515,7 @@ def test_a_wider_encoder_works_on_every_model_page(env, tmp_path):
     at = app("build")
     assert at.selectbox(key="ckpt_maml").value == "vinyals/maml-wide.safetensors"
     at.button(key="example_synthetic").click().run()
-    at.selectbox(key="build_method").set_value("all")
-    at.button(key="classify").click().run()
-    assert not at.exception, at.exception
-    out = texts(at)
-    for method in ALL_METHODS:
-        assert f"Prediction for Query 1 ({fewshot.METHOD_TITLES[method]}):" in out, method
+    classify_with_every_method(at)
     assert not at.error
     at.switch_page("pages/maml.py").run()
     at.button(key="maml_play").click().run()
