@@ -109,9 +109,9 @@ def save_checkpoint(path: str | Path, model: FewShotClassifier, *, method: str, 
     if method not in MODELS:
         raise ValueError(f"unknown method {method!r}")
     path = Path(path)
-    record: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method,
-                              "method_kwargs": dict(model.config), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              **(metadata or {})}
+    # what describes this file wins over ``metadata``, which may be a resumed run's old record
+    record: dict[str, Any] = {**(metadata or {}), "format": FORMAT, "format_version": FORMAT_VERSION, "method": method,
+                              "method_kwargs": dict(model.config), "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     for name, tensor in tensors.items():  # a file load_checkpoint would refuse is never written
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

@@ -62,6 +62,15 @@ def test_info_fields(protonet_file):
     assert info.path == str(protonet_file)
 
 
+def test_a_resumed_runs_old_record_never_overrides_what_describes_the_new_file(tmp_path):
+    """``train --resume`` passes the loaded file's metadata back to save_checkpoint: its time and format are stale."""
+    model = build_model("protonet", hidden=8)
+    stale = {"format_version": 0, "method_kwargs": {"hidden": 64}, "saved_at": "2000-01-01T00:00:00", "protocol": "lake"}
+    meta = read_checkpoint_info(save_checkpoint(tmp_path / "p.safetensors", model, method="protonet", metadata=stale))
+    assert meta["format_version"] == 1 and meta["method_kwargs"]["hidden"] == 8 and meta["protocol"] == "lake"
+    assert meta["saved_at"] != stale["saved_at"]
+
+
 def test_file_is_plain_safetensors_with_json_metadata(protonet_file):
     tensors = load_file(str(protonet_file))
     assert all(name.startswith("model/") for name in tensors)
