@@ -4,7 +4,8 @@ A campaign run (``train --train-split trainval --val-every 0``, continued with `
 held-out validation classes, so its curve comes from snapshots of its checkpoint, each evaluated as ``fewshot
 evaluate`` does (seed 0, 5 queries per class) on the protocol's test split. Each point records the snapshot's step
 and the training CPU-seconds its metadata holds (carried over ``--resume``; ``--init-backbone`` starts a new count,
-so ``--base-cpu-seconds`` adds what the encoder it started from cost).
+so ``--base-cpu-seconds`` adds what the encoder it started from cost). A soup's point (``fewshot soup``) adds up its
+ingredients' steps and CPU-seconds (each at its last logged step).
 
     python benchmarks/campaign_curve.py --data-dir DIR --protocol vinyals --label NAME \\
         [--settings 5w1s 20w1s] [--episodes 1000] [--base-cpu-seconds S] SNAPSHOT.safetensors [...]
@@ -40,16 +41,20 @@ def _setting(text: str) -> tuple[int, int]:
 def point(path: Path, dataset, settings, episodes: int, base_cpu: float) -> dict:
     """One snapshot's step, CPU-seconds and accuracy ± CI in each cell."""
     model, info = load_checkpoint(path)
-    history = info.get("history") or []
-    cpu = float(history[-1].get("cpu_seconds", 0.0)) if history else 0.0
+    if info.get("soup"):  # `fewshot soup` of runs: their steps and CPU-seconds together
+        step = sum(int(p.get("steps_done") or 0) for p in info["soup"])
+        cpu = sum(float(p.get("cpu_seconds") or 0.0) for p in info["soup"])
+    else:
+        history = info.get("history") or []
+        step, cpu = int(info.get("steps_done") or 0), float(history[-1].get("cpu_seconds", 0.0)) if history else 0.0
     cells = {}
     for way, shot in settings:
         sampler = TaskSampler(dataset, way, shot, 5, seed=0)
         result = evaluate(model, (sampler.sample_task() for _ in range(episodes)))
         cells[f"{way}w{shot}s"] = {"accuracy": round(result.accuracy, 6), "ci95": round(result.ci95, 6)}
-        print(f"{path.name}: step {info.get('steps_done')}, {way}-way {shot}-shot {100 * result.accuracy:.2f} "
+        print(f"{path.name}: step {step}, {way}-way {shot}-shot {100 * result.accuracy:.2f} "
               f"± {100 * result.ci95:.2f}", flush=True)
-    return {"step": int(info.get("steps_done") or 0), "cpu_seconds": round(base_cpu + cpu, 1),
+    return {"step": step, "cpu_seconds": round(base_cpu + cpu, 1),
             "hidden": int(info.get("method_kwargs", {}).get("hidden", 64)), "episodes": episodes, "cells": cells,
             "command": info.get("command")}
 

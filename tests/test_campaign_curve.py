@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import fewshot
+import fewshot.cli
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "campaign_curve.py"
 
@@ -42,6 +43,11 @@ def test_points_match_evaluate_and_merge_by_step(tmp_path, omniglot_dir, omniglo
     expected = fewshot.evaluate(model, (sampler.sample_task() for _ in range(20)))
     assert points[1]["cells"]["5w1s"]["accuracy"] == round(expected.accuracy, 6)
     assert "| 200 | 99 |" in done.stdout
+    # a soup of the two: their steps and CPU-seconds added, after the base
+    assert fewshot.cli.main(["soup", "--checkpoints", str(a), str(b), "--out", str(tmp_path / "soup.safetensors")]) == 0
+    done = run(tmp_path / "soup.safetensors", *common[:3], "soups", *common[4:], "--base-cpu-seconds", "1000")
+    assert done.returncode == 0, done.stderr
+    assert [(p["step"], p["cpu_seconds"]) for p in json.loads(out.read_text())["soups"]] == [(300, 1149.0)]
 
 
 def test_a_missing_snapshot_is_one_error_line(tmp_path):
