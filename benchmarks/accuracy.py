@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py --evaluate --data-dir DIR [--device auto] [--jobs 2] [--only PREFIX ...]
     python benchmarks/accuracy.py --checks --data-dir DIR     # (re)make only the 100-episode checks [--missing]
     python benchmarks/accuracy.py --verify --data-dir DIR     # the full re-make: every 1000-episode figure, compared
+    python benchmarks/accuracy.py --merge A.json [B.json ...]  # store rows made side by side with --results FILE
     python benchmarks/accuracy.py                             # only re-render the tables from checkpoints/accuracy.json
 
 Every figure is ``python -m fewshot evaluate --checkpoint ... --json`` (1000 episodes, seed 0, 5 queries per class)
@@ -268,6 +269,9 @@ def main() -> int:
     what.add_argument("--evaluate", action="store_true", help="make every figure and its check, store them")
     what.add_argument("--checks", action="store_true", help="make only the 100-episode checks of the stored figures")
     what.add_argument("--verify", action="store_true", help="re-make the stored figures and compare; writes nothing")
+    what.add_argument("--merge", nargs="+", metavar="FILE", default=None,
+                      help="store the rows of other --results files (runs made side by side), replacing the stored "
+                           "rows of the same recipes")
     p.add_argument("--cheapest", action="store_true", help="--verify: one figure per checkpoint (as the test checks)")
     p.add_argument("--missing", action="store_true", help="--checks: only for figures that have none yet")
     p.add_argument("--data-dir", default=None)
@@ -292,6 +296,10 @@ def main() -> int:
         save = lambda done: results_path.write_text(json.dumps(keep + done, indent=1))  # noqa: E731
         done = _run_all(_figure_with_check, jobs, args, save)
         done += _run_all(_mann_instances, [n for n in names if "-mann" in n], args, lambda more: save(done + more))
+    elif args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+        replaced = {r["recipe"] for r in rows}
+        results_path.write_text(json.dumps([r for r in stored if r["recipe"] not in replaced] + rows, indent=1))
     elif args.checks:
         todo = [r for r in stored if r.get("accuracy") is not None and not (args.missing and "check" in r)
                 and (not args.only or any(r["recipe"].startswith(o) for o in args.only))]

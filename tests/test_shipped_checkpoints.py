@@ -104,3 +104,22 @@ def test_a_shipped_checkpoint_reproduces_its_check_figure_exactly(claim, omniglo
         f"{100 * got['accuracy']:.4f}% now, {100 * check['accuracy']:.4f}% stored "
         f"(~{abs(got['accuracy'] - check['accuracy']) * predictions:.1f} of {predictions} predictions differ)")
     assert got["ci95"] == pytest.approx(check["ci95"], rel=1e-9, abs=1e-12)
+
+
+def test_rows_made_side_by_side_are_merged_by_recipe(tmp_path):
+    """``accuracy.py --merge``: rows from other ``--results`` files replace the stored rows of the same recipes."""
+    import subprocess
+    import sys
+
+    rows = _records()
+    recipe = rows[0]["recipe"]
+    ours = [r for r in rows if r["recipe"] == recipe]
+    stored, other = tmp_path / "stored.json", tmp_path / "other.json"
+    stored.write_text(json.dumps(rows))
+    other.write_text(json.dumps([{**r, "accuracy": 0.5} for r in ours]))
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "accuracy.py"), "--results", str(stored),
+                           "--merge", str(other)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    merged = json.loads(stored.read_text())
+    assert len(merged) == len(rows) and [r for r in merged if r["recipe"] != recipe] == [r for r in rows if r["recipe"] != recipe]
+    assert [r["accuracy"] for r in merged if r["recipe"] == recipe] == [0.5] * len(ours)
