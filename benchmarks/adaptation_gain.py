@@ -88,8 +88,8 @@ def compare(path: str, dataset, episodes: int, clip: float | None = None, lr: fl
     return rows
 
 
-def _setting(text: str) -> tuple[int, int]:
-    """``"20w1s"`` -> ``(20, 1)``."""
+def cell(text: str) -> tuple[int, int]:
+    """``"20w1s"`` -> ``(20, 1)``: the argparse type of a ``--settings`` cell (campaign_curve.py uses it too)."""
     try:
         way, shot = text.lower().rstrip("s").split("w")
         return int(way), int(shot)
@@ -130,7 +130,7 @@ def main() -> int:
     p.add_argument("--inner-augment", type=int, default=None, help="warped copies of each support image in the inner loop")
     p.add_argument("--inner-params", choices=("all", "head"), default=None,
                    help="what the inner loop adapts: every weight, or only the linear head")
-    p.add_argument("--settings", nargs="+", type=_setting, default=list(SETTINGS), metavar="NwKs",
+    p.add_argument("--settings", nargs="+", type=cell, default=list(SETTINGS), metavar="NwKs",
                    help="the cells, e.g. 20w1s 5w5s (default: 5w1s 5w5s 20w1s 20w5s)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "adaptation_gain.json"))
     args = p.parse_args()

@@ -28,14 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from fewshot import TaskSampler, evaluate, load_checkpoint, load_omniglot  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from adaptation_gain import cell  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "results" / "campaign_curves.json"
-
-
-def _setting(text: str) -> tuple[int, int]:
-    way, _, shot = text.lower().rstrip("s").partition("w")
-    if not (way.isdigit() and shot.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a cell such as 20w1s")
-    return int(way), int(shot)
 
 
 def point(path: Path, dataset, settings, episodes: int, base_cpu: float) -> dict:
@@ -79,7 +75,7 @@ def main() -> int:
     p.add_argument("--label", required=True, help="the curve's name, e.g. vinyals-protonet-h128")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--protocol", choices=("lake", "vinyals"), default="vinyals")
-    p.add_argument("--settings", nargs="+", type=_setting, default=[(5, 1), (20, 1)], metavar="NwKs")
+    p.add_argument("--settings", nargs="+", type=cell, default=[(5, 1), (20, 1)], metavar="NwKs")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--base-cpu-seconds", type=float, default=0.0,
                    help="training CPU-seconds of the encoder the run started from (--init-backbone)")

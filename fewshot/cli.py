@@ -468,8 +468,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     check_out_path(args.out)
     model, info = load_checkpoint(args.checkpoint)
-    metadata = {k: v for k, v in info.metadata.items() if k not in ("train_state", "format", "format_version",
-                                                                     "method", "method_kwargs", "saved_at")}
+    metadata = {k: v for k, v in info.metadata.items() if k != "train_state"}  # save_checkpoint sets the rest anew
     metadata["exported_from"] = {"steps_done": info.metadata.get("steps_done"), "saved_at": info.metadata.get("saved_at")}
     save_checkpoint(args.out, model, method=info.metadata["method"], metadata=metadata)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1e6:.2f} MB)", file=sys.stderr)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,9 +110,6 @@ def test_a_shipped_checkpoint_reproduces_its_check_figure_exactly(claim, omniglo
 
 def test_rows_made_side_by_side_are_merged_by_recipe(tmp_path):
     """``accuracy.py --merge``: rows from other ``--results`` files replace the stored rows of the same recipes."""
-    import subprocess
-    import sys
-
     rows = _records()
     recipe = rows[0]["recipe"]
     ours = [r for r in rows if r["recipe"] == recipe]
